@@ -1,0 +1,3 @@
+from vlshield.cli import main
+
+raise SystemExit(main())
