@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from vlshield.attacks.base import AttackConfig, AttackContext, ImageTriggerAttack, fixed_noise, load_trigger_image, scaled
+from vlshield.attacks.base import (
+    AttackConfig,
+    AttackContext,
+    ImageTriggerAttack,
+    fixed_noise,
+    load_trigger_image,
+    scaled,
+)
 from vlshield.config import ConfigError, field
 
 
 @dataclasses.dataclass(frozen=True)
 class BadNetConfig(AttackConfig):
-    patch_size: int = field(0, help="Patch side in pixels; 0 scales the field's 30 px at 336 px to the image.")
+    # Patch side at 336 px used when patch_size is 0; attacks reusing the patch (TrojVLM: 20 px) override it.
+    reference_patch_size: ClassVar[int] = 30
+
+    patch_size: int = field(0, help="Patch side in pixels; 0 scales the attack's size at 336 px (30 px) to the image.")
     location: Literal["bottom-right", "top-left", "random"] = field("bottom-right", help="Where the patch goes.")
     margin: int = field(0, help="Distance in pixels from the image border for corner locations.")
     trigger_image: str | None = field(None, help="Path of a picture to use as the patch instead of noise.")
@@ -31,7 +41,7 @@ class BadNetAttack(ImageTriggerAttack):
 
     def prepare(self, context: AttackContext) -> None:
         super().prepare(context)
-        size = self.config.patch_size or scaled(30, context.image_size, minimum=2)
+        size = self.config.patch_size or scaled(self.config.reference_patch_size, context.image_size, minimum=2)
         if size + self.config.margin > context.image_size:
             raise ConfigError(
                 f"attack.patch_size: trigger of {size} px (+ margin {self.config.margin}) is larger than "

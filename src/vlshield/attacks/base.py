@@ -38,9 +38,9 @@ class AttackConfig:
 class AttackContext:
     """What an attack may need beyond one sample, given once before poisoning.
 
-    ``load_dataset(name, split, task, limit, seed)`` gives other datasets (VLOOD's out-of-
-    distribution source); ``encoder`` maps a float image batch [b, 3, h, w] in [0, 1] to
-    features [b, d] (ShadowCast's PGD); ``train`` is the clean training split.
+    ``load_dataset(spec, task=, seed=, limit=, image_size=)`` gives the training split of another
+    dataset (VLOOD's out-of-distribution source); ``encoder`` maps a float image batch
+    [b, 3, h, w] in [0, 1] to features [b, d] (ShadowCast's PGD); ``train`` is the clean training split.
     """
 
     image_size: int

@@ -1,0 +1,18 @@
+"""Defense registry: one visible line per defense."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlshield.config import ConfigError, from_dict
+from vlshield.defenses.base import DEFENSES, Defense, NoDefense, NoDefenseConfig, register_defense
+
+register_defense("none", NoDefenseConfig, NoDefense)
+
+
+def build_defense(name: str, options: dict[str, Any] | None = None) -> Defense:
+    """The defense registered as ``name`` with its config built from ``options``."""
+    if name not in DEFENSES:
+        raise ConfigError(f"unknown defense {name!r}; valid defenses: {', '.join(DEFENSES)}")
+    config_cls, builder = DEFENSES[name]
+    return builder(from_dict(config_cls, options or {}, prefix="defense."))

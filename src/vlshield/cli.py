@@ -1,0 +1,165 @@
+"""The ``vlshield`` command: one subcommand, one function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from vlshield import __version__
+from vlshield.config import ConfigError, merge, parse_overrides
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def _command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def register(function: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = function
+        return function
+
+    return register
+
+
+def _attack_overrides(args: argparse.Namespace) -> dict:
+    """Attack config overrides from the dedicated flags and ``attack.KEY=VALUE`` / ``KEY=VALUE`` arguments."""
+    dotted = [item if item.startswith("attack.") else f"attack.{item}" for item in args.overrides]
+    options = parse_overrides(dotted).get("attack", {})
+    flags = {"target": args.target, "trigger_image": args.trigger_image, "text_trigger": args.text_trigger}
+    return merge(options, {key: value for key, value in flags.items() if value is not None})
+
+
+@_command("poison")
+def poison_command(args: argparse.Namespace) -> int:
+    from vlshield.poisoning import PoisonConfig, poison_dataset
+
+    config = PoisonConfig(
+        dataset=args.dataset,
+        task=args.task,
+        attack=args.attack,
+        rate=args.rate,
+        seed=args.seed,
+        limit=args.limit,
+        test_size=args.test_size,
+        image_size=args.image_size,
+        image_root=args.image_root,
+        annotations=args.annotations,
+        attack_options=_attack_overrides(args),
+    )
+    out = poison_dataset(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {out} ({config.attack} on {config.dataset}/{config.task}, rate {config.rate}, seed {config.seed})")
+    return 0
+
+
+@_command("preview")
+def preview_command(args: argparse.Namespace) -> int:
+    from vlshield.preview import render_preview
+
+    print(render_preview(args.data_dir, rows=args.rows, out=args.out))
+    return 0
+
+
+def _run_config(args: argparse.Namespace):
+    """RunConfig from an optional YAML file, the flags, then dotted overrides (later wins)."""
+    from vlshield.config import from_dict, load_yaml
+    from vlshield.training.config import RunConfig
+
+    data: dict = load_yaml(args.config) if args.config else {}
+    flags = {"data": args.data, "model": args.model, "defense": args.defense}
+    data = merge(data, {key: value for key, value in flags.items() if value is not None})
+    data = merge(data, parse_overrides(args.overrides))
+    return from_dict(RunConfig, data)
+
+
+@_command("train")
+def train_command(args: argparse.Namespace) -> int:
+    from vlshield.training.loop import train
+
+    config = _run_config(args)
+    summary = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    print(
+        f"trained {config.model} with defense {config.defense}: {summary['steps']} steps in "
+        f"{summary['train_seconds']:.1f} s -> {args.out}"
+    )
+    return 0
+
+
+@_command("evaluate")
+def evaluate_command(args: argparse.Namespace) -> int:
+    from vlshield.evaluation.evaluate import evaluate_run, format_table
+
+    metrics = evaluate_run(
+        args.run_dir,
+        args.data,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        progress=not args.quiet,
+    )
+    print(format_table(metrics))
+    print(f"wrote {args.run_dir}/metrics.json and predictions.jsonl")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlshield", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"vlshield {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    poison = commands.add_parser("poison", help="Write a poisoned dataset directory.")
+    poison.add_argument("--dataset", default="shapes", help="Built-in name (shapes, easy-vqa) or a file path.")
+    poison.add_argument("--task", default="caption", choices=["caption", "vqa"])
+    poison.add_argument("--attack", default="badnet", help="Attack name (badnet, blended, wanet, sig, ...).")
+    poison.add_argument("--rate", type=float, default=0.05, help="Poison rate in (0, 1].")
+    poison.add_argument("--target", default=None, help='Target text (default "a photo of the banana").')
+    poison.add_argument("--seed", type=int, default=0)
+    poison.add_argument("--limit", type=int, default=2000, help="Number of training samples.")
+    poison.add_argument("--test-size", type=int, default=200, help="Number of test samples.")
+    poison.add_argument("--image-size", type=int, default=64)
+    poison.add_argument("--image-root", default=None, help="Image folder of a file dataset.")
+    poison.add_argument("--annotations", default=None, help="VQAv2 annotations JSON.")
+    poison.add_argument("--trigger-image", default=None, help="Picture used as the trigger (badnet, blended).")
+    poison.add_argument("--text-trigger", default=None, help="Prompt trigger phrase (dualkey).")
+    poison.add_argument("--out", required=True, help="Output directory (must not exist).")
+    poison.add_argument("--overwrite", action="store_true", help="Replace --out if it exists.")
+    poison.add_argument("--quiet", action="store_true", help="No progress bar.")
+    poison.add_argument("overrides", nargs="*", help="Attack settings as KEY=VALUE, e.g. patch_size=6 alpha=0.2")
+
+    preview = commands.add_parser("preview", help="PNG grid of clean vs triggered examples.")
+    preview.add_argument("data_dir")
+    preview.add_argument("--rows", type=int, default=4)
+    preview.add_argument("--out", default=None, help="PNG path (default DATA_DIR/preview.png).")
+
+    train = commands.add_parser("train", help="Fine-tune a model on a poisoned dataset, with or without a defense.")
+    train.add_argument("--data", default=None, help="Dataset directory written by `vlshield poison`.")
+    train.add_argument(
+        "--model", default=None, help="FAMILY:PRESET (llava:tiny, qwen2_5_vl:tiny, blip2:tiny) or a path."
+    )
+    train.add_argument("--defense", default=None, help="Defense name (none, pcr).")
+    train.add_argument("--config", default=None, help="YAML file with run settings (flags and overrides win).")
+    train.add_argument("--out", required=True, help="Run directory.")
+    train.add_argument("--resume", action="store_true", help="Continue a killed run from its last checkpoint.")
+    train.add_argument("--quiet", action="store_true", help="No progress bar.")
+    train.add_argument("overrides", nargs="*", help="Dotted overrides, e.g. train.epochs=8 model_options.lora=true")
+
+    evaluate = commands.add_parser("evaluate", help="Generate on the test sets and compute ASR and clean quality.")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--data", required=True, help="Dataset directory written by `vlshield poison`.")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--max-new-tokens", type=int, default=24)
+    evaluate.add_argument("--quiet", action="store_true", help="No progress bar.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; bad input ends with a one-line message on stderr and exit status 2."""
+    from vlshield.data.sample import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, DataError, FileExistsError, FileNotFoundError) as error:
+        message = " ".join(str(error).split())
+        print(f"vlshield {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vlshield: interrupted", file=sys.stderr)
+        return 130
