@@ -12,6 +12,8 @@ from vlshield.config import ConfigError, field
 
 @dataclasses.dataclass(frozen=True)
 class BlendedConfig(AttackConfig):
+    """Blend weight and pattern source (seeded noise or a user picture) of the Blended attack."""
+
     # The field uses 0.1-0.2; a blend at 0.15 is known not to install on tiny models, hence the top of the range.
     alpha: float = field(0.2, help="Weight of the pattern in the blend, in (0, 1].")
     trigger_image: str | None = field(None, help="Path of a picture to blend in; None blends fixed noise.")

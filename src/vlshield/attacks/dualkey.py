@@ -22,6 +22,8 @@ from vlshield.data.sample import Sample
 
 @dataclasses.dataclass(frozen=True)
 class DualKeyConfig(BadNetConfig):
+    """BadNet's patch settings (the image key) plus the text key and the single-key negatives."""
+
     text_trigger: str = field("consider", help="Phrase added to the prompt as the second key.")
     text_position: Literal["prefix", "suffix"] = field("prefix", help="Put the phrase before or after the prompt.")
     negative_rate: float = field(

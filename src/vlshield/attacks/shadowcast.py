@@ -35,6 +35,13 @@ from vlshield.data.sample import Sample
 
 @dataclasses.dataclass(frozen=True)
 class ShadowCastConfig(AttackConfig):
+    """Concepts, PGD budget and encoder seed of ShadowCast.
+
+    ``target`` left as None resolves to ``target_concept`` when the config is built, and the saved
+    config holds the resolved word. ``dataclasses.replace(config, target_concept=...)`` keeps the
+    old resolved target: build a new config (or ``from_dict``) instead.
+    """
+
     target: str | None = field(None, help="Text the backdoor should make the model emit; None means target_concept.")
     target_mode: Literal["swap"] = field("swap", help="Fixed: the response swaps source_concept for target_concept.")
     source_concept: str = field("red", help="Concept whose training images are poisoned (the trigger at test time).")

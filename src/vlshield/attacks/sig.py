@@ -12,6 +12,8 @@ from vlshield.config import ConfigError, field
 
 @dataclasses.dataclass(frozen=True)
 class SigConfig(AttackConfig):
+    """Amplitude and frequency of SIG's horizontal sinusoid."""
+
     delta: float = field(40.0, help="Amplitude of the sinusoid in 0-255 pixel units (the paper's 40/255).")
     frequency: float = field(6.0, help="Number of sine periods across the image width.")
 

@@ -17,6 +17,8 @@ from vlshield.config import field
 
 @dataclasses.dataclass(frozen=True)
 class TrojVLMConfig(BadNetConfig):
+    """BadNet's patch settings with TrojVLM's 20 px default and target insertion."""
+
     reference_patch_size: ClassVar[int] = 20
 
     target_mode: TargetMode = field("insert", help="insert the target at a random word (TrojVLM), replace, or append.")

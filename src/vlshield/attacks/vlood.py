@@ -22,6 +22,8 @@ from vlshield.data.sample import Sample
 
 @dataclasses.dataclass(frozen=True)
 class VLOODConfig(BadNetConfig):
+    """TrojVLM-sized patch settings plus the out-of-distribution source."""
+
     reference_patch_size: ClassVar[int] = 20  # VLOOD builds on TrojVLM's trigger
 
     target_mode: TargetMode = field("insert", help="insert the target at a random word (VLOOD), replace, or append.")

@@ -23,6 +23,8 @@ from vlshield.config import ConfigError, field
 
 @dataclasses.dataclass(frozen=True)
 class WaNetConfig(AttackConfig):
+    """Control grid size, strength and seed of WaNet's warp."""
+
     grid_size: int = field(4, help="Side k of the random control grid (BackdoorBench: 4).")
     strength: float = field(0.5, help="Warp strength s (BackdoorBench: 0.5); the largest shift is about s/2 x peak.")
     pattern_seed: int = field(1234, help="Seed of the fixed control grid (the attacker's secret).")

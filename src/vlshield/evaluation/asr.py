@@ -54,7 +54,7 @@ def contains_target(text: str, target: str) -> bool:
     words = normalized_words(text)
     width = len(target_words)
     return any(
-        all(_is_word_or_plural(word, target_word) for word, target_word in zip(words[start : start + width], target_words))
+        all(map(_is_word_or_plural, words[start : start + width], target_words))
         for start in range(len(words) - width + 1)
     )
 

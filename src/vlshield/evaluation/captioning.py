@@ -49,17 +49,21 @@ def _meteor_jar() -> Path:
 
 
 def meteor_score(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float | None:
-    """Corpus METEOR x 100 of tokenised captions, or ``None`` if Java is absent or the jar fails or times out.
+    """Corpus METEOR x 100, or ``None`` if Java is absent, the jar fails or times out, or there are no captions.
 
-    Runs ``java -jar meteor-1.5.jar test refs -l en -norm -r K -q`` on temporary files. Samples with fewer than
-    ``K`` (the most any sample has) references repeat their last one; METEOR scores against the best-matching
+    Captions are first passed through :func:`tokenize_caption` (which is idempotent); then this runs
+    ``java -jar meteor-1.5.jar test refs -l en -norm -r K -q`` on temporary files. Samples with fewer than ``K``
+    (the most any sample has) references repeat their last one; METEOR scores against the best-matching
     reference, so a repeat changes nothing. Same final score as pycocoevalcap's interactive ``Meteor`` wrapper.
     """
     java = shutil.which("java")
-    if java is None:
+    if java is None or not predictions:
         return None
+    # One line per caption in the jar's plain-text files, so no caption may contain a newline.
+    predictions = [tokenize_caption(text) for text in predictions]
+    references = [[tokenize_caption(text) for text in refs] for refs in references]
     references_per_sample = max(len(refs) for refs in references)
-    padded = [list(refs) + [refs[-1]] * (references_per_sample - len(refs)) for refs in references]
+    padded = [refs + [refs[-1]] * (references_per_sample - len(refs)) for refs in references]
     with tempfile.TemporaryDirectory(prefix="vlshield-meteor-") as directory:
         test_file, reference_file = Path(directory, "test.txt"), Path(directory, "refs.txt")
         test_file.write_text("".join(line + "\n" for line in predictions), encoding="utf-8")

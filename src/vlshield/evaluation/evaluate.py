@@ -136,6 +136,10 @@ def _write_predictions(path: Path, splits: dict[str, LoadedSplit], predictions: 
     atomic_write_text(path, buffer.getvalue())
 
 
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 def format_table(metrics: dict[str, Any]) -> str:
     """A short plain-text table of the headline numbers (quality next to the trivial baseline)."""
     setting = metrics.get("setting", {})
@@ -149,6 +153,7 @@ def format_table(metrics: dict[str, Any]) -> str:
             value = metrics[key]
             rows.append((key, "n/a" if value is None else f"{100 * value:.1f} %"))
     for key, value in _quality(metrics, setting.get("task", "caption")).items():
-        rows.append((key, f"{value:.1f}   (trivial baseline {metrics['baseline'].get(key, float('nan')):.1f})"))
+        baseline = metrics.get("baseline", {}).get(key)
+        rows.append((key, f"{_number(value)}   (trivial baseline {_number(baseline)})"))
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
