@@ -131,7 +131,6 @@ def poison_dataset(config: PoisonConfig, out: str | Path, overwrite: bool = Fals
     for index, sample in enumerate(train):
         if index in poisoned:
             sample = attack.poison(sample, _rng(config.seed, _POISON_STREAM, index))
-            sample = sample.replace(meta={**sample.meta, "attack": config.attack})
         poisoned_train.append(sample)
         bar.update()
     bar.close()
