@@ -6,8 +6,10 @@ from typing import Any
 
 from vlshield.config import ConfigError, from_dict
 from vlshield.defenses.base import DEFENSES, Defense, NoDefense, NoDefenseConfig, register_defense
+from vlshield.defenses.pcr import PCRConfig, PCRDefense
 
 register_defense("none", NoDefenseConfig, NoDefense)
+register_defense("pcr", PCRConfig, PCRDefense)
 
 
 def build_defense(name: str, options: dict[str, Any] | None = None) -> Defense:

@@ -218,6 +218,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     elapsed = time.perf_counter() - started
 
     summary = {"steps": step, "epochs": settings.epochs, "train_seconds": elapsed, "log": log}
+    if hasattr(defense, "summary"):
+        summary["defense"] = defense.summary()
     _save_checkpoint(accelerator, run_dir, step, defense, log)
     if accelerator.is_main_process:
         bundle.model = accelerator.unwrap_model(bundle.model)

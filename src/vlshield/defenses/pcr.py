@@ -1,0 +1,216 @@
+"""PCR: patch augmentation + cross-view regularity + an entropy constraint (the seed paper's defense).
+
+Three modes, each adding to the previous one's ingredients (the ablation switches):
+
+- ``aug``: train on a patch-augmented view as well: ``L = CE(orig) + a * CE(aug)``.
+- ``aug_cross``: add the hinge pull-apart of original vs augmented view and an entropy ceiling:
+  ``L += b * mean_i relu(tau - D_i) + g * mean_i relu(H_i - h_max)``.
+- ``full`` (default): cross-view detection and suppression. Every batch also gets the extreme
+  patch view (every patch set to the image mean, scored without gradients). Per sample, two
+  cross-view scores are averaged over visits: ``pmi = CE(mean view) - CE(orig)`` (low: the image
+  explains nothing of the response) and ``log_ratio = log CE(orig) - log CE(mean view)`` (low: the
+  response is fit far better than the image can explain). At each epoch end a two-Gaussian
+  mixture per score looks for a small, separate low cluster; its samples are flagged (sticky).
+  Flagged samples get CE weight 0, a bounded entropy-raising term (the entropy constraint:
+  raise normalised token entropy up to ``entropy_floor``, never beyond) and unlikelihood on the
+  response tokens that their image makes more likely than the mean view does.
+
+Nothing here reads the poison flag, the trigger or the target: only prompts, responses, images
+and the model's own outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from vlshield.config import ConfigError, field
+from vlshield.defenses.augment import PIXEL_OPS, TOKEN_OPS, image_mean
+from vlshield.defenses.base import Batch, DefenseContext, View, ViewOutput
+from vlshield.defenses.detection import low_outliers
+from vlshield.defenses.losses import (
+    DIVERGENCES,
+    entropy_ceiling,
+    entropy_floor,
+    hinge_pull_apart,
+    normalised_entropy,
+    unlikelihood,
+)
+
+Mode = Literal["aug", "aug_cross", "full"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PCRConfig:
+    """Settings of the PCR defense; defaults are the ones measured in docs/method.md."""
+
+    mode: Mode = field("full", help="aug (augmentation only), aug_cross (+ cross-view hinge), full (+ detection).")
+    augmentations: tuple[str, ...] = field(
+        ("patch_mask", "patch_shuffle", "patch_jitter"), help="Pixel ops of the augmented view (one per step)."
+    )
+    token_augmentation: str | None = field(None, help="Visual-token op on the augmented view (token_dropout, ...).")
+    grid: int = field(0, help="Patch side in pixels of the augmentation grid (0: the model's patch size).")
+    aug_weight: float = field(1.0, help="a: weight of the augmented view's CE (aug, aug_cross).")
+    divergence: Literal["js", "skl"] = field("js", help="Cross-view divergence: Jensen-Shannon or symmetric KL.")
+    cross_view_weight: float = field(1.0, help="b: weight of the hinge pull-apart (aug_cross).")
+    margin: float = field(0.05, help="tau: views closer than this (nats) are pulled apart (aug_cross).")
+    entropy_weight: float = field(0.1, help="g: weight of the entropy ceiling on the original view (aug_cross).")
+    entropy_max: float = field(0.5, help="h_max: normalised-entropy ceiling (aug_cross).")
+    score_decay: float = field(0.5, help="EMA factor of the per-sample scores over visits (full).")
+    max_flag_fraction: float = field(0.15, help="The low cluster may hold at most this fraction of samples (full).")
+    min_separation: float = field(3.0, help="... and lie this many standard deviations below the rest (full).")
+    entropy_floor: float = field(0.9, help="Flagged samples' normalised entropy is raised up to this (full).")
+    suppression_weight: float = field(1.0, help="Weight of the bounded entropy raising on flagged samples (full).")
+    unlikelihood_weight: float = field(2.0, help="Weight of unlikelihood on flagged image-driven tokens (full).")
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.augmentations if name not in PIXEL_OPS]
+        if unknown or not self.augmentations:
+            raise ConfigError(f"defense.augmentations: {unknown or 'empty'}; valid ops: {', '.join(PIXEL_OPS)}")
+        if self.token_augmentation is not None and self.token_augmentation not in TOKEN_OPS:
+            raise ConfigError(
+                f"defense.token_augmentation: {self.token_augmentation!r}; valid: {', '.join(TOKEN_OPS)}"
+            )
+        if not 0.0 <= self.score_decay < 1.0:
+            raise ConfigError(f"defense.score_decay: must be in [0, 1), got {self.score_decay}")
+        if not 0.0 < self.max_flag_fraction < 0.5:
+            raise ConfigError(f"defense.max_flag_fraction: must be in (0, 0.5), got {self.max_flag_fraction}")
+        if not 0.0 < self.entropy_floor <= 1.0:
+            raise ConfigError(f"defense.entropy_floor: must be in (0, 1], got {self.entropy_floor}")
+
+
+class PCRDefense:
+    """The PCR defense (see the module docstring); one instance per training run."""
+
+    name = "pcr"
+
+    def __init__(self, config: PCRConfig) -> None:
+        self.config = config
+
+    def setup(self, context: DefenseContext) -> None:
+        self.grid = self.config.grid or context.bundle.patch_size
+        self.steps_per_epoch = context.steps_per_epoch
+        n = context.train_size
+        self.pmi = np.full(n, np.nan)
+        self.log_ratio = np.full(n, np.nan)
+        self.flagged = np.zeros(n, dtype=bool)
+        self.history: list[dict[str, Any]] = []
+        if context.bundle.image_size % self.grid:
+            raise ConfigError(f"defense.grid: {self.grid} px does not divide the {context.bundle.image_size} px image")
+
+    def views(self, batch: Batch, step: int, generator: torch.Generator) -> list[View]:
+        if self.config.mode == "full":
+            return [View("counterfactual", image_mean(batch.images, self.grid, generator), requires_grad=False)]
+        names = self.config.augmentations
+        op = PIXEL_OPS[names[int(torch.randint(len(names), (1,), generator=generator))]]
+        perturb = None
+        if self.config.token_augmentation is not None:
+            token_op = TOKEN_OPS[self.config.token_augmentation]
+
+            def perturb(tokens: torch.Tensor) -> torch.Tensor:
+                return token_op(tokens, generator)
+
+        return [
+            View("augmented", op(batch.images, self.grid, generator), requires_grad=True, token_perturbation=perturb)
+        ]
+
+    def loss_terms(
+        self, batch: Batch, outputs: dict[str, ViewOutput], step: int
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        original = outputs["original"]
+        if self.config.mode != "full":
+            return None, self._augmentation_terms(original, outputs["augmented"])
+        if step > 0 and step % self.steps_per_epoch == 0 and not any(h["step"] == step for h in self.history):
+            self._detect(step)
+        self._update_scores(batch.indices.numpy(), original.sample_loss, outputs["counterfactual"].sample_loss)
+        flagged = torch.from_numpy(self.flagged[batch.indices.numpy()]).to(original.sample_loss.device)
+        weights = (~flagged).to(original.sample_loss.dtype)
+        return weights, self._suppression_terms(original, outputs["counterfactual"], flagged)
+
+    def _augmentation_terms(self, original: ViewOutput, augmented: ViewOutput) -> dict[str, torch.Tensor]:
+        config = self.config
+        terms = {"aug_loss": config.aug_weight * augmented.sample_loss.mean()}
+        if config.mode == "aug_cross":
+            divergence = DIVERGENCES[config.divergence](original.logits, augmented.logits, original.mask)  # [b]
+            entropy = normalised_entropy(original.logits)  # [b, t]
+            terms["cross_view_loss"] = config.cross_view_weight * hinge_pull_apart(divergence, config.margin)
+            terms["entropy_loss"] = (
+                config.entropy_weight * entropy_ceiling(entropy, original.mask, config.entropy_max).mean()
+            )
+        return terms
+
+    def _suppression_terms(
+        self, original: ViewOutput, counterfactual: ViewOutput, flagged: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        # Normalised by the batch size, so the terms grow with the share of flagged samples in the batch.
+        size = float(len(flagged))
+        zero = original.sample_loss.sum() * 0.0  # keeps the graph (and DDP's used-parameter check) intact
+        if not bool(flagged.any()):
+            return {"suppression_loss": zero, "unlikelihood_loss": zero}
+        rows = flagged.nonzero().squeeze(1)
+        logits, mask, targets = original.logits[rows], original.mask[rows], original.targets[rows]
+        entropy = normalised_entropy(logits)  # [f, t]
+        raise_entropy = entropy_floor(entropy, mask, self.config.entropy_floor).sum() / size
+        with torch.no_grad():
+            # Tokens the image makes more likely than the image-free view does: what a trigger drives.
+            log_p = torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            log_q = (
+                torch.log_softmax(counterfactual.logits[rows].float(), -1)
+                .gather(-1, targets.unsqueeze(-1))
+                .squeeze(-1)
+            )
+            driven = mask & (log_p > log_q)
+        push_down = unlikelihood(logits, targets, driven).sum() / size
+        return {
+            "suppression_loss": self.config.suppression_weight * raise_entropy,
+            "unlikelihood_loss": self.config.unlikelihood_weight * push_down,
+        }
+
+    def _update_scores(self, indices: np.ndarray, original: torch.Tensor, counterfactual: torch.Tensor) -> None:
+        original_loss = original.detach().float().cpu().numpy()
+        counterfactual_loss = counterfactual.detach().float().cpu().numpy()
+        # 1e-6 keeps the logarithm finite for a perfectly fit sample.
+        new_scores = {
+            "pmi": counterfactual_loss - original_loss,
+            "log_ratio": np.log(original_loss + 1e-6) - np.log(counterfactual_loss + 1e-6),
+        }
+        decay = self.config.score_decay
+        for name, values in new_scores.items():
+            store = getattr(self, name)
+            previous = store[indices]
+            store[indices] = np.where(np.isnan(previous), values, decay * previous + (1 - decay) * values)
+
+    def _detect(self, step: int) -> None:
+        """Epoch end: flag the small, separate low cluster of each score (flags are sticky)."""
+        record: dict[str, Any] = {"step": step, "epoch": step // self.steps_per_epoch}
+        for name in ("pmi", "log_ratio"):
+            scores = getattr(self, name)
+            seen = np.flatnonzero(~np.isnan(scores))
+            found = low_outliers(scores[seen], self.config.max_flag_fraction, self.config.min_separation)
+            record[name] = 0 if found is None else int(len(found))
+            if found is not None:
+                self.flagged[seen[found]] = True
+        record["flagged"] = int(self.flagged.sum())
+        self.history.append(record)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pmi": self.pmi, "log_ratio": self.log_ratio, "flagged": self.flagged, "history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pmi, self.log_ratio = state["pmi"], state["log_ratio"]
+        self.flagged, self.history = state["flagged"], state["history"]
+
+    def summary(self) -> dict[str, Any]:
+        """What the defense decided, for the run's records (flagged positions, detection history)."""
+        if self.config.mode != "full":
+            return {}
+        return {
+            "flagged_indices": np.flatnonzero(self.flagged).tolist(),
+            "detections": self.history,
+            "pmi": [None if math.isnan(v) else round(float(v), 5) for v in self.pmi],
+            "log_ratio": [None if math.isnan(v) else round(float(v), 5) for v in self.log_ratio],
+        }
