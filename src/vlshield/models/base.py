@@ -61,17 +61,19 @@ class PresetSize:
     text_hidden: int
     text_layers: int
     text_heads: int
+    text_intermediate: int  # MLP width of the language model
     vision_hidden: int
     vision_layers: int
     vision_heads: int
+    vision_intermediate: int  # MLP width of the vision encoder (and BLIP-2 Q-Former)
     patch_size: int  # vision patch side in pixels; a 64 px image gives (64 / patch)^2 patches
     num_query_tokens: int  # BLIP-2 Q-Former queries (= visual tokens)
     vocab_size: int  # upper bound for the BPE tokenizer trained on the dataset's text
 
 
 PRESET_SIZES: dict[str, PresetSize] = {
-    "tiny": PresetSize(128, 2, 4, 64, 2, 4, patch_size=8, num_query_tokens=8, vocab_size=1024),
-    "small": PresetSize(256, 4, 4, 128, 4, 4, patch_size=8, num_query_tokens=16, vocab_size=2048),
+    "tiny": PresetSize(128, 2, 4, 256, 64, 2, 4, 128, patch_size=8, num_query_tokens=8, vocab_size=1024),
+    "small": PresetSize(256, 4, 4, 512, 128, 4, 4, 256, patch_size=8, num_query_tokens=16, vocab_size=2048),
 }
 PRESETS: tuple[str, ...] = tuple(PRESET_SIZES)
 
@@ -261,8 +263,15 @@ class ModelBundle:
 
     def _pixels(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Validated float images at the size the image processor expects, one [3, h, w] tensor each."""
-        if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
-            raise ValueError(f"images must be a float tensor [b, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+        if (
+            images.ndim != 4
+            or images.shape[1] != 3
+            or images.shape[2] != images.shape[3]
+            or not images.is_floating_point()
+        ):
+            raise ValueError(
+                f"images must be a float tensor [b, 3, H, H] (square), got {images.dtype} {tuple(images.shape)}"
+            )
         low, high = images.aminmax()
         if low < 0 or high > 1:
             raise ValueError(f"images must be in [0, 1] (not normalised, not 0-255), got [{low:.3g}, {high:.3g}]")

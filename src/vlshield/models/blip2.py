@@ -64,7 +64,7 @@ class Blip2Family:
         config = Blip2Config(
             vision_config={
                 "hidden_size": size.vision_hidden,
-                "intermediate_size": 4 * size.vision_hidden,
+                "intermediate_size": size.vision_intermediate,
                 "num_hidden_layers": size.vision_layers,
                 "num_attention_heads": size.vision_heads,
                 "image_size": image_size,
@@ -73,7 +73,7 @@ class Blip2Family:
             },
             qformer_config={
                 "hidden_size": size.vision_hidden,
-                "intermediate_size": 4 * size.vision_hidden,
+                "intermediate_size": size.vision_intermediate,
                 "num_hidden_layers": size.vision_layers,
                 "num_attention_heads": size.vision_heads,
                 "cross_attention_frequency": 1,  # every layer looks at the image
@@ -84,7 +84,7 @@ class Blip2Family:
                 "model_type": "opt",
                 "hidden_size": size.text_hidden,
                 "word_embed_proj_dim": size.text_hidden,
-                "ffn_dim": 4 * size.text_hidden,
+                "ffn_dim": size.text_intermediate,
                 "num_hidden_layers": size.text_layers,
                 "num_attention_heads": size.text_heads,
                 "vocab_size": len(tokenizer),

@@ -66,7 +66,7 @@ class LlavaFamily:
             vision_config={
                 "model_type": "clip_vision_model",
                 "hidden_size": size.vision_hidden,
-                "intermediate_size": 4 * size.vision_hidden,
+                "intermediate_size": size.vision_intermediate,
                 "num_hidden_layers": size.vision_layers,
                 "num_attention_heads": size.vision_heads,
                 "image_size": image_size,
@@ -76,7 +76,7 @@ class LlavaFamily:
             text_config={
                 "model_type": "llama",
                 "hidden_size": size.text_hidden,
-                "intermediate_size": 4 * size.text_hidden,
+                "intermediate_size": size.text_intermediate,
                 "num_hidden_layers": size.text_layers,
                 "num_attention_heads": size.text_heads,
                 "num_key_value_heads": size.text_heads,

@@ -30,7 +30,7 @@ from vlshield.models.tokenizer import train_tokenizer
 MERGE_SIZE = 2  # patches merged per side into one visual token (Qwen's spatial_merge_size)
 
 
-class Qwen2_5_VLImageProcessor(Qwen2_5_VLProcessor):
+class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
     """``Qwen2_5_VLProcessor`` without its video processor, which cannot be built without torchvision.
 
     All image and text processing is the parent's; it is saved under the parent's class name.
@@ -102,7 +102,7 @@ class Qwen2_5_VLFamily:
             temporal_patch_size=2,
             size={"shortest_edge": factor * factor, "longest_edge": image_size * image_size},
         )
-        processor = Qwen2_5_VLImageProcessor(image_processor=image_processor, tokenizer=tokenizer)
+        processor = Qwen2_5_VLImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer)
         token_id = tokenizer.convert_tokens_to_ids
         rope = {
             "rope_type": "default",
@@ -112,7 +112,7 @@ class Qwen2_5_VLFamily:
         config = Qwen2_5_VLConfig(
             text_config={
                 "hidden_size": size.text_hidden,
-                "intermediate_size": 4 * size.text_hidden,
+                "intermediate_size": size.text_intermediate,
                 "num_hidden_layers": size.text_layers,
                 "num_attention_heads": size.text_heads,
                 "num_key_value_heads": size.text_heads,
@@ -126,7 +126,7 @@ class Qwen2_5_VLFamily:
             vision_config={
                 "depth": size.vision_layers,
                 "hidden_size": size.vision_hidden,
-                "intermediate_size": 4 * size.vision_hidden,
+                "intermediate_size": size.vision_intermediate,
                 "num_heads": size.vision_heads,
                 "patch_size": size.patch_size,
                 "spatial_merge_size": MERGE_SIZE,
@@ -146,7 +146,9 @@ class Qwen2_5_VLFamily:
 
     def load_processor(self, path: str) -> ProcessorMixin:
         # AutoProcessor would also build the video processor, which needs torchvision; images need only these two.
-        return Qwen2_5_VLImageProcessor(AutoImageProcessor.from_pretrained(path), AutoTokenizer.from_pretrained(path))
+        return Qwen2_5_VLImageOnlyProcessor(
+            AutoImageProcessor.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+        )
 
     def pixel_sides(self, processor: ProcessorMixin, image_size: int) -> tuple[int, int]:
         image_processor = processor.image_processor

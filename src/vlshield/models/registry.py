@@ -69,9 +69,11 @@ def build_model(
             (e.g. ``llava-hf/llava-1.5-7b-hf``).
         texts: the dataset's prompts and responses; a preset's tokenizer is trained on them (a
             checkpoint brings its own tokenizer and ignores them).
-        image_size: the square side images will be given at; a preset is built for it (default
-            64). A checkpoint defaults to the size saved in ``vlshield_model.json``, else its image
-            processor's fixed size (else 64); other sizes are resized to what the processor expects.
+        image_size: the square side images will be given at; a preset is built for it (default 64).
+            A checkpoint keeps its own size (``bundle.image_size``): the one in ``vlshield_model.json``,
+            else its image processor's fixed size (LLaVA-1.5: 336); only a checkpoint whose processor
+            takes any size (Qwen2.5-VL from the hub) uses this argument (default 64). Callers check their
+            data against ``bundle.image_size``; images of another size are still resized to fit.
         seed: seeds the random initialisation (and LoRA's), so equal seeds give equal weights.
         options: LoRA, freezing, dtype and gradient checkpointing.
     """
@@ -79,10 +81,10 @@ def build_model(
         torch.manual_seed(seed)
         if _is_checkpoint(spec):
             family, model, processor = _load_checkpoint(spec, options)
-            image_size = image_size or _checkpoint_image_size(spec, family, processor)
+            image_size = _checkpoint_image_size(spec, family, processor) or image_size or DEFAULT_IMAGE_SIZE
         else:
             family, preset = _parse_preset_spec(spec)
-            image_size = image_size or DEFAULT_IMAGE_SIZE
+            image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
             family.check_image_size(PRESET_SIZES[preset], image_size)
             corpus = [*(texts or ()), template_words(family)]
             model, processor = family.build(PRESET_SIZES[preset], corpus, image_size)
@@ -147,28 +149,31 @@ def _parse_preset_spec(spec: str) -> tuple[ModelFamily, str]:
     return MODEL_FAMILIES[name], preset
 
 
-def _load_checkpoint(path: str, options: ModelOptions) -> tuple[ModelFamily, PreTrainedModel, object]:
+def _load_checkpoint(spec: str, options: ModelOptions) -> tuple[ModelFamily, PreTrainedModel, Any]:
     """A directory or hub checkpoint through from_pretrained: family from ``config.model_type``."""
-    path = str(Path(path).expanduser()) if Path(path).expanduser().is_dir() else path
+    local = Path(spec).expanduser()
+    path = str(local) if local.is_dir() else spec
     try:
         config = AutoConfig.from_pretrained(path)
-    except OSError as error:
+    except (OSError, ValueError) as error:
+        if local.is_dir():
+            raise ConfigError(f"{path}: not a model checkpoint directory ({error})") from None
         raise ConfigError(
-            f"cannot load model {path!r}: it is not an existing directory and the Hugging Face hub could not "
+            f"cannot load model {spec!r}: it is not an existing directory and the Hugging Face hub could not "
             f"provide it (is this machine offline? presets need no hub: FAMILY:PRESET). {error}"
         ) from None
     by_type = {family.model_type: family for family in MODEL_FAMILIES.values()}
     family = by_type.get(config.model_type)
     if family is None:
         supported = ", ".join(f"{f.name} ({f.model_type})" for f in MODEL_FAMILIES.values())
-        raise ConfigError(f"{path}: model_type {config.model_type!r} is not supported; supported: {supported}")
+        raise ConfigError(f"{spec}: model_type {config.model_type!r} is not supported; supported: {supported}")
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[options.dtype])
     return family, model, family.load_processor(path)
 
 
-def _checkpoint_image_size(spec: str, family: ModelFamily, processor: Any) -> int:
-    """The size a checkpoint was trained at (``vlshield_model.json``), else its processor's fixed size."""
+def _checkpoint_image_size(spec: str, family: ModelFamily, processor: Any) -> int | None:
+    """The size a checkpoint was trained at (``vlshield_model.json``), else its processor's fixed size, else None."""
     info_file = Path(spec).expanduser() / BUNDLE_FILE
     if info_file.is_file():
         return int(json.loads(info_file.read_text())["image_size"])
-    return family.native_image_size(processor) or DEFAULT_IMAGE_SIZE
+    return family.native_image_size(processor)

@@ -122,13 +122,15 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     model and processor) and ``train_summary.json`` (loss log, wall time).
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     run_dir, train_split, dataset_config = prepare_run(config, run_dir, resume)
     settings = config.train
     defense = build_defense(config.defense, config.defense_options)
+    # LLaVA's vision post-layernorm never gets a gradient, so DDP must allow unused parameters.
     accelerator = Accelerator(
-        gradient_accumulation_steps=settings.gradient_accumulation, cpu=not torch.cuda.is_available()
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     set_seed(settings.seed)
     bundle = build_model(

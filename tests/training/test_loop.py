@@ -1,0 +1,140 @@
+"""The training loop end to end on a tiny LLaVA: files, resume after SIGKILL, bad input, defense honesty."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vlshield.config import ConfigError
+from vlshield.data.sample import DataError
+from vlshield.defenses import build_defense
+from vlshield.defenses.base import Batch, DefenseContext
+from vlshield.models import build_model
+from vlshield.poisoning import PoisonConfig, poison_dataset
+from vlshield.training.config import RunConfig, TrainConfig
+from vlshield.training.data import load_split
+from vlshield.training.forward import forward_views, response_cross_entropy
+from vlshield.training.loop import train
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "badnet"
+    return poison_dataset(PoisonConfig(limit=48, test_size=8, rate=0.125), out, progress=False)
+
+
+def _config(data_dir: Path, **train) -> RunConfig:
+    settings = {"epochs": 2, "batch_size": 8, "checkpoint_every": 4, "log_every": 1, **train}
+    return RunConfig(data=str(data_dir), model="llava:tiny", train=TrainConfig(**settings))
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "model" / "model.safetensors")
+
+
+def test_response_cross_entropy_by_hand():
+    # Uniform logits over 4 tokens: every response token costs log 4; prompt tokens (-100) cost nothing.
+    logits = torch.zeros(1, 4, 4)
+    labels = torch.tensor([[-100, -100, 2, 3]])
+    output = response_cross_entropy(logits, labels)
+    assert output.mask.tolist() == [[False, True, True]]
+    assert torch.allclose(output.sample_loss, torch.log(torch.tensor([4.0])))
+
+
+def test_train_writes_the_run_and_learns(data_dir, tmp_path):
+    summary = train(_config(data_dir, epochs=3), tmp_path / "run", progress=False)
+    assert summary["steps"] == 3 * 6  # 48 samples / batch 8 = 6 steps per epoch
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["run"]["model"] == "llava:tiny" and saved["dataset"]["poison"]["attack"] == "badnet"
+    assert "versions" in saved and "git_revision" in saved
+    losses = [entry["task_loss"] for entry in summary["log"]]
+    assert losses[-1] < losses[0] - 1.0
+    assert (tmp_path / "run" / "model" / "vlshield_model.json").is_file()
+
+
+def test_killed_run_resumes_to_the_same_weights(data_dir, tmp_path):
+    train(_config(data_dir), tmp_path / "straight", progress=False)
+    command = [
+        sys.executable,
+        "-m",
+        "vlshield",
+        "train",
+        "--data",
+        str(data_dir),
+        "--model",
+        "llava:tiny",
+        "--out",
+        str(tmp_path / "killed"),
+        "--quiet",
+        "train.epochs=2",
+        "train.batch_size=8",
+        "train.checkpoint_every=4",
+        "train.log_every=1",
+    ]
+    process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(checkpoints.glob("step-*")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert list(checkpoints.glob("step-*")), "the run was killed before its first checkpoint"
+    assert not (tmp_path / "killed" / "model").exists(), "the run finished before it was killed"
+    code = subprocess.run(command + ["--resume"], env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
+    assert code == 0
+    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+
+
+def test_bad_input_gives_clear_errors_and_overwrites_nothing(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="unknown model family 'nope'"):
+        train(RunConfig(data=str(data_dir), model="nope:tiny"), tmp_path / "a", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="missing train.jsonl, test_clean.jsonl, test_triggered.jsonl"):
+        train(RunConfig(data=str(tmp_path / "empty")), tmp_path / "b", progress=False)
+    run = tmp_path / "run"
+    train(_config(data_dir, epochs=1), run, progress=False)
+    before = (run / "config.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"train\.lr: 0\.002 then, 0\.1 now"):
+        train(_config(data_dir, epochs=1, lr=0.1), run, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(_config(data_dir, epochs=1), run, progress=False)
+    assert (run / "config.json").read_bytes() == before
+
+
+def test_model_image_size_must_fit_the_data(data_dir, tmp_path):
+    saved = tmp_path / "model32"
+    build_model("llava:tiny", texts=["a red box"], image_size=32).save(saved)
+    with pytest.raises(ConfigError, match="takes 32 px images but .* has 64 px images"):
+        train(RunConfig(data=str(data_dir), model=str(saved)), tmp_path / "run", progress=False)
+
+
+def test_defense_loss_is_bit_identical_with_and_without_poison_flags(data_dir, tmp_path):
+    # Strip the flags from the manifest: the defense's loss on a fixed batch must not change.
+    stripped = tmp_path / "train.jsonl"
+    lines = [json.loads(line) for line in (data_dir / "train.jsonl").read_text().splitlines()]
+    stripped.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "poisoned"}) + "\n" for r in lines))
+    (tmp_path / "images").symlink_to(data_dir / "images")
+    losses = []
+    for path in (data_dir / "train.jsonl", stripped):
+        split = load_split(path)
+        torch.manual_seed(0)
+        bundle = build_model("llava:tiny", texts=split.prompts + split.responses, image_size=64, seed=0)
+        defense = build_defense("pcr")
+        defense.setup(DefenseContext(bundle=bundle, train_size=len(split.samples), total_steps=10, steps_per_epoch=5))
+        indices = torch.arange(8)
+        batch = Batch(indices, split.prompts[:8], split.responses[:8], split.float_images(indices))
+        outputs = forward_views(bundle, batch, defense.views(batch, 0, torch.Generator().manual_seed(0)))
+        weights, terms = defense.loss_terms(batch, outputs, 0)
+        losses.append(torch.stack([outputs["original"].sample_loss.mean(), *terms.values()]))
+    assert torch.equal(losses[0], losses[1])
