@@ -111,9 +111,31 @@ def evaluate_run(
         "n_clean": len(clean_refs),
         "n_triggered": len(triggered_refs),
     }
+    detection = detection_quality(run_dir, data_dir)
+    if detection is not None:
+        metrics["detection"] = detection
     _write_predictions(run_dir / "predictions.jsonl", splits, predictions)
     atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def detection_quality(run_dir: Path, data_dir: Path) -> dict[str, Any] | None:
+    """Precision and recall of a detecting defense's flags against the true poison index (evaluation only)."""
+    summary_path = run_dir / "train_summary.json"
+    if not summary_path.is_file():
+        return None
+    flagged_indices = json.loads(summary_path.read_text()).get("defense", {}).get("flagged_indices")
+    if flagged_indices is None:
+        return None
+    flagged = set(flagged_indices)
+    poisoned = set(json.loads((data_dir / "poison_index.json").read_text())["indices"])
+    hits = len(flagged & poisoned)
+    return {
+        "flagged": len(flagged),
+        "poisoned": len(poisoned),
+        "precision": hits / len(flagged) if flagged else None,
+        "recall": hits / len(poisoned) if poisoned else None,
+    }
 
 
 def _quality(metrics: dict[str, Any], task: str) -> dict[str, Any]:
@@ -155,5 +177,9 @@ def format_table(metrics: dict[str, Any]) -> str:
     for key, value in _quality(metrics, setting.get("task", "caption")).items():
         baseline = metrics.get("baseline", {}).get(key)
         rows.append((key, f"{_number(value)}   (trivial baseline {_number(baseline)})"))
+    detection = metrics.get("detection")
+    if detection:
+        shares = [_number(None if detection[k] is None else 100 * detection[k]) for k in ("precision", "recall")]
+        rows.append(("detection", f"{detection['flagged']} flagged, precision {shares[0]} %, recall {shares[1]} %"))
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)

@@ -16,7 +16,7 @@ class TrainConfig:
     epochs: int = field(12, help="Passes over the training set; long enough that an undefended backdoor installs.")
     batch_size: int = field(16, help="Samples per device per micro-batch.")
     gradient_accumulation: int = field(1, help="Micro-batches per optimizer step.")
-    lr: float = field(2e-3, help="Peak learning rate.")
+    lr: float = field(1e-3, help="Peak learning rate.")
     weight_decay: float = field(0.01, help="AdamW weight decay.")
     warmup_ratio: float = field(0.05, help="Fraction of the steps spent warming up linearly from 0.")
     max_grad_norm: float = field(1.0, help="Gradient clipping norm (0 disables).")
