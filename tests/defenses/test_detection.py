@@ -24,3 +24,15 @@ def test_one_gaussian_or_a_large_low_group_gives_no_flags():
 def test_identical_values_stay_finite():
     mixture, posterior = fit_two_gaussians(np.ones(100))
     assert np.isfinite(posterior).all() and all(np.isfinite(mixture.stds))
+
+
+def test_robust_rule_finds_far_low_values_under_a_skewed_bulk():
+    from vlshield.defenses.detection import robust_low_outliers
+
+    rng = np.random.default_rng(2)
+    # A bimodal clean bulk (two caption lengths, say) and 40 values far below it.
+    bulk = np.concatenate([rng.normal(-2.0, 0.3, 700), rng.normal(-1.0, 0.3, 300)])
+    values = np.concatenate([bulk, rng.normal(-5.0, 0.2, 40)])
+    found = robust_low_outliers(values, threshold=3.5)
+    assert set(found.tolist()) == set(range(1000, 1040))
+    assert robust_low_outliers(bulk, threshold=3.5) is None

@@ -67,3 +67,22 @@ def low_outliers(values: np.ndarray, max_weight: float = 0.15, min_separation: f
     if mixture.weights[0] > max_weight or mixture.separation < min_separation:
         return None
     return np.flatnonzero(posterior > 0.5)
+
+
+def robust_low_outliers(values: np.ndarray, threshold: float = 3.5, max_fraction: float = 0.15) -> np.ndarray | None:
+    """Indices of values more than ``threshold`` robust standard deviations below the median, or None.
+
+    The robust standard deviation is 1.4826 x the median absolute deviation (equal to the standard
+    deviation for Gaussian data). None when nothing qualifies, or when more than ``max_fraction``
+    would (then the low values are a large group of their own, not outliers). Unlike a two-Gaussian
+    fit it is not misled by a skewed or bimodal bulk of clean scores.
+    """
+    if len(values) < 10:
+        return None
+    median = float(np.median(values))
+    # 1e-12 keeps a constant score (MAD 0) from dividing by zero.
+    scale = 1.4826 * float(np.median(np.abs(values - median))) + 1e-12
+    found = np.flatnonzero((values - median) / scale < -threshold)
+    if len(found) == 0 or len(found) > max_fraction * len(values):
+        return None
+    return found

@@ -10,7 +10,8 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
   cross-view scores are averaged over visits: ``pmi = CE(mean view) - CE(orig)`` (low: the image
   explains nothing of the response) and ``log_ratio = log CE(orig) - log CE(mean view)`` (low: the
   response is fit far better than the image can explain). At each epoch end a two-Gaussian
-  mixture per score looks for a small, separate low cluster; its samples are flagged (sticky).
+  mixture per score looks for a small, separate low cluster, and a median/MAD rule for samples
+  far below the bulk; what either finds is flagged (sticky).
   Flagged samples get CE weight 0, a bounded entropy-raising term (the entropy constraint:
   raise normalised token entropy up to ``entropy_floor``, never beyond) and unlikelihood on the
   response tokens that their image makes more likely than the mean view does.
@@ -31,7 +32,7 @@ import torch
 from vlshield.config import ConfigError, field
 from vlshield.defenses.augment import PIXEL_OPS, TOKEN_OPS, image_mean
 from vlshield.defenses.base import Batch, DefenseContext, View, ViewOutput
-from vlshield.defenses.detection import low_outliers
+from vlshield.defenses.detection import low_outliers, robust_low_outliers
 from vlshield.defenses.losses import (
     DIVERGENCES,
     entropy_ceiling,
@@ -63,6 +64,9 @@ class PCRConfig:
     score_decay: float = field(0.5, help="EMA factor of the per-sample scores over visits (full).")
     max_flag_fraction: float = field(0.15, help="The low cluster may hold at most this fraction of samples (full).")
     min_separation: float = field(3.0, help="... and lie this many standard deviations below the rest (full).")
+    robust_threshold: float = field(
+        3.5, help="... or lie this many robust SDs (1.4826 MAD) below the median; either rule flags (full)."
+    )
     entropy_floor: float = field(0.9, help="Flagged samples' normalised entropy is raised up to this (full).")
     suppression_weight: float = field(1.0, help="Weight of the bounded entropy raising on flagged samples (full).")
     unlikelihood_weight: float = field(2.0, help="Weight of unlikelihood on flagged image-driven tokens (full).")
@@ -190,10 +194,13 @@ class PCRDefense:
         for name in ("pmi", "log_ratio"):
             scores = getattr(self, name)
             seen = np.flatnonzero(~np.isnan(scores))
-            found = low_outliers(scores[seen], self.config.max_flag_fraction, self.config.min_separation)
-            record[name] = 0 if found is None else int(len(found))
-            if found is not None:
-                self.flagged[seen[found]] = True
+            values = scores[seen]
+            found = low_outliers(values, self.config.max_flag_fraction, self.config.min_separation)
+            robust = robust_low_outliers(values, self.config.robust_threshold, self.config.max_flag_fraction)
+            for rule, indices in (("mixture", found), ("robust", robust)):
+                record[f"{name}_{rule}"] = 0 if indices is None else int(len(indices))
+                if indices is not None:
+                    self.flagged[seen[indices]] = True
         record["flagged"] = int(self.flagged.sum())
         self.history.append(record)
 
