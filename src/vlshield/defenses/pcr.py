@@ -10,8 +10,8 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
   cross-view scores are averaged over visits: ``pmi = CE(mean view) - CE(orig)`` (low: the image
   explains nothing of the response) and ``log_ratio = log CE(orig) - log CE(mean view)`` (low: the
   response is fit far better than the image can explain). At each epoch end a two-Gaussian
-  mixture per score looks for a small, separate low cluster, and a median/MAD rule for samples
-  far below the bulk; what either finds is flagged (sticky).
+  mixture per score looks for a small, separate low cluster; its samples are flagged (sticky).
+  An optional median/MAD rule (``robust_threshold``) also flags samples far below the bulk.
   Flagged samples get CE weight 0, a bounded entropy-raising term (the entropy constraint:
   raise normalised token entropy up to ``entropy_floor``, never beyond) and unlikelihood on the
   response tokens that their image makes more likely than the mean view does.
@@ -65,7 +65,7 @@ class PCRConfig:
     max_flag_fraction: float = field(0.15, help="The low cluster may hold at most this fraction of samples (full).")
     min_separation: float = field(3.0, help="... and lie this many standard deviations below the rest (full).")
     robust_threshold: float = field(
-        3.5, help="... or lie this many robust SDs (1.4826 MAD) below the median; either rule flags (full)."
+        0.0, help="If > 0, also flag scores this many robust SDs (1.4826 MAD) below the median (full; off by default)."
     )
     entropy_floor: float = field(0.9, help="Flagged samples' normalised entropy is raised up to this (full).")
     suppression_weight: float = field(1.0, help="Weight of the bounded entropy raising on flagged samples (full).")
@@ -196,7 +196,9 @@ class PCRDefense:
             seen = np.flatnonzero(~np.isnan(scores))
             values = scores[seen]
             found = low_outliers(values, self.config.max_flag_fraction, self.config.min_separation)
-            robust = robust_low_outliers(values, self.config.robust_threshold, self.config.max_flag_fraction)
+            robust = None
+            if self.config.robust_threshold > 0:
+                robust = robust_low_outliers(values, self.config.robust_threshold, self.config.max_flag_fraction)
             for rule, indices in (("mixture", found), ("robust", robust)):
                 record[f"{name}_{rule}"] = 0 if indices is None else int(len(indices))
                 if indices is not None:
