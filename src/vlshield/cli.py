@@ -99,6 +99,101 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_DIR = "vlshield-demo"
+
+
+def _load_grid(args: argparse.Namespace):
+    from vlshield.benchmark.grid import load_grid
+
+    try:
+        seeds = tuple(int(seed) for seed in args.seeds.split(",")) if args.seeds else None
+    except ValueError:
+        raise ConfigError(f"--seeds: {args.seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
+    return load_grid(args.grid, overrides=args.overrides, seeds=seeds)
+
+
+def _quiet_library_bars() -> None:
+    """Hugging Face's own bars (writing and loading weights, every cell) would break up the grid's display."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+@_command("benchmark")
+def benchmark_command(args: argparse.Namespace) -> int:
+    from vlshield.benchmark.runner import Shard, run_grid
+
+    grid, shard = _load_grid(args), Shard.parse(args.shard)
+    if args.dry_run:
+        return _print_plan(grid, args.out, shard)
+    _quiet_library_bars()
+    outcome = run_grid(grid, args.out, shard=shard, keep_runs=args.keep_runs, progress=not args.quiet)
+    print(
+        f"grid {grid.name}, shard {shard.index}/{shard.count}: ran {len(outcome.ran)}, "
+        f"skipped {len(outcome.skipped)} (already done), failed {len(outcome.failed)} -> {args.out}/cells/"
+    )
+    if outcome.failed:
+        print(f"failed cells are recorded in {args.out}/cells/ and retried by the next run", file=sys.stderr)
+        return 1
+    print(f"next: vlshield report {args.out}")
+    return 0
+
+
+def _print_plan(grid, out: str, shard) -> int:
+    from vlshield.benchmark.estimate import format_duration
+    from vlshield.benchmark.runner import plan
+
+    cells = plan(grid, out, shard)
+    width = max(len(item["cell"].name) for item in cells)
+    for item in cells:
+        print(
+            f"{item['index']:>4}  {item['cell'].name.ljust(width)}  {item['status']:<7}  "
+            f"~{format_duration(item['estimate_seconds'])}"
+        )
+    todo = [item for item in cells if item["status"] != "ok"]
+    seconds = sum(item["estimate_seconds"] for item in todo)
+    print(
+        f"grid {grid.name}, shard {shard.index}/{shard.count}: {len(cells)} cells, {len(cells) - len(todo)} done, "
+        f"{len(todo)} to run, estimated {format_duration(seconds)} on a 2-core CPU (see vlshield.benchmark.estimate)"
+    )
+    return 0
+
+
+@_command("report")
+def report_command(args: argparse.Namespace) -> int:
+    from vlshield.benchmark.report import build_report
+
+    report = build_report(args.results, args.out)
+    print(report.table)
+    print(f"wrote {report.markdown}, {report.csv} and {len(report.plots)} plots in {report.plots[0].parent}")
+    return 0
+
+
+@_command("demo")
+def demo_command(args: argparse.Namespace) -> int:
+    import time
+
+    from vlshield.benchmark.grid import load_grid
+    from vlshield.benchmark.report import build_report
+    from vlshield.benchmark.runner import run_grid
+
+    started = time.perf_counter()
+    grid = load_grid("demo")
+    print(f"vlshield demo: {grid.description} -> {args.out}/")
+    _quiet_library_bars()
+    outcome = run_grid(grid, args.out, progress=not args.quiet)
+    report = build_report(args.out)
+    print()
+    print(report.table)
+    print()
+    print(f"report: {report.markdown}")
+    for path in report.plots:
+        print(f"plot:   {path}")
+    print(f"cells:  {report.csv} ({args.out}/cells/*.json)")
+    print(f"done in {time.perf_counter() - started:.0f} s")
+    return 1 if outcome.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlshield", description=__doc__)
     parser.add_argument("--version", action="version", version=f"vlshield {__version__}")
@@ -146,6 +241,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--max-new-tokens", type=int, default=24)
     evaluate.add_argument("--quiet", action="store_true", help="No progress bar.")
+
+    benchmark = commands.add_parser(
+        "benchmark", help="Run a grid of cells (poison -> train -> evaluate), one result file per cell."
+    )
+    benchmark.add_argument("--grid", required=True, help="Shipped grid (smoke, demo, paper) or a YAML file.")
+    benchmark.add_argument("--out", default="results", help="Results directory (cells/, data/, runs/).")
+    benchmark.add_argument(
+        "--shard", default="0/1", help="I/N: run only the cells whose index %% N == I (0-based), e.g. 0/4."
+    )
+    benchmark.add_argument("--seeds", default=None, help="Comma-separated seeds replacing the grid's, e.g. 0,1,2.")
+    benchmark.add_argument("--dry-run", action="store_true", help="List the cells and a time estimate; run none.")
+    benchmark.add_argument("--keep-runs", action="store_true", help="Keep each run's model and checkpoints.")
+    benchmark.add_argument("--quiet", action="store_true", help="No progress bar: a line per finished cell only.")
+    benchmark.add_argument("overrides", nargs="*", help="Dotted grid overrides, e.g. train.epochs=2 poison.limit=200")
+
+    report = commands.add_parser("report", help="Markdown table, plots and CSV from a results directory.")
+    report.add_argument("results", help="Results directory of `vlshield benchmark`.")
+    report.add_argument("--out", default=None, help="Where report.md, cells.csv and plots/ go (default RESULTS).")
+
+    demo = commands.add_parser("demo", help="The main job: run the demo grid on built-in data and tiny models.")
+    demo.add_argument("--out", default=DEMO_DIR, help=f"Results directory (default ./{DEMO_DIR}).")
+    demo.add_argument("--quiet", action="store_true", help="No progress bar: a line per finished cell only.")
     return parser
 
 

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vlshield.config import ConfigError
+from vlshield.data.manifest import read_manifest
 from vlshield.evaluation.metrics import most_frequent_baseline, summarise
 from vlshield.poisoning import read_dataset_config
 from vlshield.storage import atomic_write_json, atomic_write_text
@@ -82,8 +83,10 @@ def evaluate_run(
     clean_refs = references(splits[CLEAN_SET])
     triggered_refs = references(splits[TRIGGERED_SET])
     metrics = summarise(task, predictions[CLEAN_SET], clean_refs, predictions[TRIGGERED_SET], target, triggered_refs)
-    train_responses = [sample.response for sample in load_split(data_dir / "train.jsonl").samples]
-    baseline = most_frequent_baseline(train_responses)
+    # The trivial baseline answers the most frequent CLEAN training response: with a replace-mode
+    # attack the target itself is often the most frequent one. (Evaluation may read the flag.)
+    train_samples = read_manifest(data_dir / "train.jsonl")
+    baseline = most_frequent_baseline([s.response for s in train_samples if not s.meta.get("poisoned")])
     baseline_metrics = summarise(
         task, [baseline] * len(clean_refs), clean_refs, [baseline] * len(triggered_refs), target, triggered_refs
     )

@@ -1,0 +1,68 @@
+"""A fake poison -> train -> evaluate pipeline, so the runner's bookkeeping is tested in milliseconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vlshield.benchmark import runner
+from vlshield.benchmark.grid import GridConfig
+from vlshield.config import to_dict
+
+
+class FakePipeline:
+    """Stands in for poison_dataset, train and evaluate_run; records every call; ``fail`` makes train raise."""
+
+    def __init__(self) -> None:
+        self.poisoned: list[str] = []
+        self.trained: list[str] = []
+        self.evaluated: list[str] = []
+        self.fail: set[tuple[str, str]] = set()  # (attack, defense) pairs whose training raises
+
+    def poison_dataset(self, config, out, overwrite=False, progress=True):
+        out = Path(out)
+        out.mkdir(parents=True)
+        (out / "config.json").write_text(json.dumps({"poison": to_dict(config)}))
+        self.poisoned.append(out.name)
+        return out
+
+    def train(self, config, run_dir, resume=False, progress=True):
+        attack = json.loads((Path(config.data) / "config.json").read_text())["poison"]["attack"]
+        if (attack, config.defense) in self.fail:
+            raise RuntimeError(f"boom in {attack}/{config.defense}")
+        run_dir = Path(run_dir)
+        for part in ("model", "checkpoints/step-0000004"):
+            (run_dir / part).mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text("{}")
+        self.trained.append(run_dir.name)
+        summary = {"steps": 4, "epochs": 1, "train_seconds": 0.01, "log": [{"step": 4, "task_loss": 0.5}]}
+        if config.defense == "pcr":
+            summary["defense"] = {"flagged_indices": [1, 2, 3], "pmi": [0.0] * 60, "threshold": 0.5}
+        return summary
+
+    def evaluate_run(self, run_dir, data_dir, batch_size=64, max_new_tokens=24, progress=True):
+        self.evaluated.append(Path(run_dir).name)
+        return {"asr": 0.25, "asr_strict": 0.25, "false_trigger_rate": 0.0, "cider": 123.0, "baseline": {}}
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakePipeline:
+    pipeline = FakePipeline()
+    for name in ("poison_dataset", "train", "evaluate_run"):
+        monkeypatch.setattr(runner, name, getattr(pipeline, name))
+    return pipeline
+
+
+@pytest.fixture
+def grid() -> GridConfig:
+    """2 attacks x 2 defenses of one model: 4 cells, 2 poisoned datasets."""
+    return GridConfig(
+        name="unit",
+        attacks=("badnet", "blended"),
+        defenses=("none", "pcr"),
+        rates=(0.1,),
+        poison={"limit": 40, "test_size": 4},
+        train={"epochs": 1},
+    )
