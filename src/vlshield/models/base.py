@@ -115,6 +115,14 @@ class ModelFamily(Protocol):
         """The module whose forward output is the visual tokens the language model reads."""
 
 
+def require_multiple(family: str, image_size: int, factor: int, what: str) -> None:
+    """ConfigError unless ``image_size`` is a positive multiple of ``factor`` (the family's patch constraint)."""
+    if image_size <= 0 or image_size % factor:
+        raise ConfigError(
+            f"image_size {image_size} does not work with {family} presets: it must be a positive multiple of {what}"
+        )
+
+
 def template_words(family: ModelFamily) -> str:
     """The fixed words of a family's templates, added to the tokenizer corpus so they get whole tokens."""
     return family.prompt_template.format(image="", prompt="") + family.response_template.format(response="")

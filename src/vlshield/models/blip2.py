@@ -21,8 +21,7 @@ from transformers import (
     ProcessorMixin,
 )
 
-from vlshield.config import ConfigError
-from vlshield.models.base import PresetSize, fixed_square_sides, set_generation_ids
+from vlshield.models.base import PresetSize, fixed_square_sides, require_multiple, set_generation_ids
 from vlshield.models.tokenizer import train_tokenizer
 
 IMAGE_TOKEN = "<image>"
@@ -41,11 +40,7 @@ class Blip2Family:
     image_kwargs = {"do_rescale": False, "do_resize": False}
 
     def check_image_size(self, size: PresetSize, image_size: int) -> None:
-        if image_size <= 0 or image_size % size.patch_size:
-            raise ConfigError(
-                f"image_size {image_size} does not work with blip2 presets: it must be a positive multiple of the "
-                f"patch size {size.patch_size}"
-            )
+        require_multiple("blip2", image_size, size.patch_size, f"the patch size {size.patch_size}")
 
     def build(
         self, size: PresetSize, tokenizer_texts: Sequence[str], image_size: int

@@ -23,8 +23,7 @@ from transformers import (
 )
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
-from vlshield.config import ConfigError
-from vlshield.models.base import PresetSize, set_generation_ids
+from vlshield.models.base import PresetSize, require_multiple, set_generation_ids
 from vlshield.models.tokenizer import train_tokenizer
 
 MERGE_SIZE = 2  # patches merged per side into one visual token (Qwen's spatial_merge_size)
@@ -68,11 +67,9 @@ class Qwen2_5_VLFamily:
 
     def check_image_size(self, size: PresetSize, image_size: int) -> None:
         factor = size.patch_size * MERGE_SIZE
-        if image_size <= 0 or image_size % factor:
-            raise ConfigError(
-                f"image_size {image_size} does not work with qwen2_5_vl presets: it must be a positive multiple of "
-                f"patch size x merge size = {size.patch_size} x {MERGE_SIZE} = {factor}"
-            )
+        require_multiple(
+            "qwen2_5_vl", image_size, factor, f"patch size x merge size = {size.patch_size} x {MERGE_SIZE} = {factor}"
+        )
 
     def build(
         self, size: PresetSize, tokenizer_texts: Sequence[str], image_size: int
