@@ -115,6 +115,34 @@ class ModelFamily(Protocol):
         """The module whose forward output is the visual tokens the language model reads."""
 
 
+# The special tokens of every tokenizer a preset trains (the image token is added per family).
+PRESET_SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+
+
+def special_token_ids(tokenizer: Any) -> dict[str, int]:
+    """pad/bos/eos ids for a text config."""
+    return {
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+
+
+def decoder_text_config(size: PresetSize, tokenizer: Any, **extra: Any) -> dict[str, Any]:
+    """The text config of a Llama-style preset decoder (LLaVA's Llama, Qwen2.5-VL's text model)."""
+    return {
+        "hidden_size": size.text_hidden,
+        "intermediate_size": size.text_intermediate,
+        "num_hidden_layers": size.text_layers,
+        "num_attention_heads": size.text_heads,
+        "num_key_value_heads": size.text_heads,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": 4096,
+        **special_token_ids(tokenizer),
+        **extra,
+    }
+
+
 def require_multiple(family: str, image_size: int, factor: int, what: str) -> None:
     """ConfigError unless ``image_size`` is a positive multiple of ``factor`` (the family's patch constraint)."""
     if image_size <= 0 or image_size % factor:

@@ -21,7 +21,14 @@ from transformers import (
     ProcessorMixin,
 )
 
-from vlshield.models.base import PresetSize, fixed_square_sides, require_multiple, set_generation_ids
+from vlshield.models.base import (
+    PRESET_SPECIAL_TOKENS,
+    PresetSize,
+    fixed_square_sides,
+    require_multiple,
+    set_generation_ids,
+    special_token_ids,
+)
 from vlshield.models.tokenizer import train_tokenizer
 
 IMAGE_TOKEN = "<image>"
@@ -49,7 +56,7 @@ class Blip2Family:
         # AddedToken (given a plain-string image_token it crashes on `.content`). It is already in the vocab.
         tokenizer = train_tokenizer(
             tokenizer_texts,
-            special_tokens={"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+            special_tokens=PRESET_SPECIAL_TOKENS,
             more_special_tokens=[IMAGE_TOKEN],
             vocab_size=size.vocab_size,
             add_bos_token=True,
@@ -85,9 +92,7 @@ class Blip2Family:
                 "vocab_size": len(tokenizer),
                 "max_position_embeddings": 1024,
                 "dropout": 0.0,
-                "pad_token_id": tokenizer.pad_token_id,
-                "bos_token_id": tokenizer.bos_token_id,
-                "eos_token_id": tokenizer.eos_token_id,
+                **special_token_ids(tokenizer),
             },
             num_query_tokens=size.num_query_tokens,
             image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),

@@ -19,7 +19,14 @@ from transformers import (
     ProcessorMixin,
 )
 
-from vlshield.models.base import PresetSize, fixed_square_sides, require_multiple, set_generation_ids
+from vlshield.models.base import (
+    PRESET_SPECIAL_TOKENS,
+    PresetSize,
+    decoder_text_config,
+    fixed_square_sides,
+    require_multiple,
+    set_generation_ids,
+)
 from vlshield.models.tokenizer import train_tokenizer
 
 
@@ -42,7 +49,7 @@ class LlavaFamily:
     ) -> tuple[PreTrainedModel, ProcessorMixin]:
         tokenizer = train_tokenizer(
             tokenizer_texts,
-            special_tokens={"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+            special_tokens=PRESET_SPECIAL_TOKENS,
             extra_special_tokens={"image_token": "<image>"},
             vocab_size=size.vocab_size,
             add_bos_token=True,
@@ -68,19 +75,7 @@ class LlavaFamily:
                 "patch_size": size.patch_size,
                 "projection_dim": size.vision_hidden,
             },
-            text_config={
-                "model_type": "llama",
-                "hidden_size": size.text_hidden,
-                "intermediate_size": size.text_intermediate,
-                "num_hidden_layers": size.text_layers,
-                "num_attention_heads": size.text_heads,
-                "num_key_value_heads": size.text_heads,
-                "vocab_size": len(tokenizer),
-                "max_position_embeddings": 4096,
-                "pad_token_id": tokenizer.pad_token_id,
-                "bos_token_id": tokenizer.bos_token_id,
-                "eos_token_id": tokenizer.eos_token_id,
-            },
+            text_config=decoder_text_config(size, tokenizer, model_type="llama"),
             image_token_index=processor.image_token_id,
             image_seq_length=num_patches,
             vision_feature_select_strategy="default",

@@ -23,7 +23,7 @@ from transformers import (
 )
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
-from vlshield.models.base import PresetSize, require_multiple, set_generation_ids
+from vlshield.models.base import PresetSize, decoder_text_config, require_multiple, set_generation_ids
 from vlshield.models.tokenizer import train_tokenizer
 
 MERGE_SIZE = 2  # patches merged per side into one visual token (Qwen's spatial_merge_size)
@@ -107,19 +107,7 @@ class Qwen2_5_VLFamily:
             "mrope_section": mrope_section(size.text_hidden // size.text_heads),
         }
         config = Qwen2_5_VLConfig(
-            text_config={
-                "hidden_size": size.text_hidden,
-                "intermediate_size": size.text_intermediate,
-                "num_hidden_layers": size.text_layers,
-                "num_attention_heads": size.text_heads,
-                "num_key_value_heads": size.text_heads,
-                "vocab_size": len(tokenizer),
-                "max_position_embeddings": 4096,
-                "rope_parameters": rope,
-                "pad_token_id": tokenizer.pad_token_id,
-                "bos_token_id": tokenizer.bos_token_id,
-                "eos_token_id": tokenizer.eos_token_id,
-            },
+            text_config=decoder_text_config(size, tokenizer, rope_parameters=rope),
             vision_config={
                 "depth": size.vision_layers,
                 "hidden_size": size.vision_hidden,
