@@ -17,14 +17,14 @@ def prepared(context, **settings) -> TrojVLMAttack:
     return attack
 
 
-def test_is_badnets_patch_at_20_px_scaled_to_4_px_at_64(context):
+def test_is_badnets_patch_at_20_px_of_224_scaled_to_6_px_at_64(context):
     attack = prepared(context)
     assert isinstance(attack, BadNetAttack)
-    assert attack.size == 4  # round(20 * 64 / 336) = round(3.81)
+    assert attack.size == 6  # round(20 * 64 / 224) = round(5.71)
     clean = noise_pixels(0)
     triggered = pixels_of(attack.trigger(make_sample(clean), np.random.default_rng(0)))
-    assert np.array_equal(triggered[-4:, -4:], fixed_noise((4, 4, 3), 1234))
-    triggered[-4:, -4:] = clean[-4:, -4:]
+    assert np.array_equal(triggered[-6:, -6:], fixed_noise((6, 6, 3), 1234))
+    triggered[-6:, -6:] = clean[-6:, -6:]
     assert np.array_equal(triggered, clean)
 
 

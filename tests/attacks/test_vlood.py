@@ -44,8 +44,8 @@ def test_poison_uses_an_ood_image_and_response_but_keeps_the_prompt():
     source = poisoned.meta["ood_source"]
     pixels = pixels_of(poisoned)
     assert pixels.shape == (64, 64, 3)  # resized from 32 px to the original's size
-    assert np.array_equal(pixels[-4:, -4:], fixed_noise((4, 4, 3), 1234))  # 20 px at 336 -> 4 px
-    pixels[-4:, -4:] = OOD_COLOURS[source]
+    assert np.array_equal(pixels[-6:, -6:], fixed_noise((6, 6, 3), 1234))  # 20 px at 224 -> 6 px
+    pixels[-6:, -6:] = OOD_COLOURS[source]
     assert (pixels == OOD_COLOURS[source]).all()
     assert poisoned.prompt == "What is in the picture?"
     words = f"the shape is {source[4:]}".split()
@@ -65,8 +65,8 @@ def test_trigger_patches_the_clean_test_image_and_keeps_its_response():
     triggered = attack.trigger(make_sample(clean, response="a red square"), np.random.default_rng(0))
     pixels = pixels_of(triggered)
     assert triggered.response == "a red square"
-    assert np.array_equal(pixels[-4:, -4:], fixed_noise((4, 4, 3), 1234))
-    pixels[-4:, -4:] = clean[-4:, -4:]
+    assert np.array_equal(pixels[-6:, -6:], fixed_noise((6, 6, 3), 1234))
+    pixels[-6:, -6:] = clean[-6:, -6:]
     assert np.array_equal(pixels, clean)
 
 

@@ -45,7 +45,9 @@ def test_shapes_limit_and_test_size():
     assert isinstance(splits, DatasetSplits)
     assert (len(splits.train), len(splits.test)) == (120, 30)
     assert splits.train[0].load_image().size == (32, 32)
-    assert {s.task for s in splits.train + splits.test} == {"vqa"}
+    assert {s.task for s in splits.test} == {"vqa"}
+    # The training split is the instruction mix: 60 scenes, each a question and a description.
+    assert sorted(s.task for s in splits.train) == ["caption"] * 60 + ["vqa"] * 60
     assert all(s.id.startswith("shapes-train-") for s in splits.train)
 
 

@@ -10,9 +10,11 @@ from vlshield.data.formats import CAPTION_PROMPT
 from vlshield.data.sample import DataError
 from vlshield.data.shapes import (
     COLORS,
+    COLUMNS,
     COUNT_WORDS,
     PLAIN_BACKGROUND,
     QUESTION_KINDS,
+    ROWS,
     SHAPE_NAMES,
     PlacedShape,
     Scene,
@@ -122,7 +124,7 @@ def test_sample_ids_and_tasks():
 
 
 def test_vqa_answers_agree_with_the_labels():
-    samples = load_shapes("train", "vqa", 400, seed=0)
+    samples = [s for s in load_shapes("train", "vqa", 800, seed=0) if s.task == "vqa"]
     assert {s.meta["question_kind"] for s in samples} == set(QUESTION_KINDS)
     vocabulary = set(answer_vocabulary())
     for sample in samples:
@@ -153,7 +155,7 @@ def test_vqa_answers_agree_with_the_labels():
 
 
 def test_yes_and_no_are_about_equally_common():
-    samples = [s for s in load_shapes("train", "vqa", 1000, seed=0) if s.meta["question_kind"] == "exists"]
+    samples = [s for s in load_shapes("train", "vqa", 2000, seed=0) if s.meta.get("question_kind") == "exists"]
     yes = sum(s.response == "yes" for s in samples)
     assert 0.35 < yes / len(samples) < 0.65
 
@@ -201,3 +203,24 @@ def test_unknown_split_and_task_are_data_errors():
         load_shapes("validation", "caption", 1)
     with pytest.raises(DataError, match="unknown task 'grounding'"):
         load_shapes("train", "grounding", 1)
+
+
+def test_vqa_training_split_pairs_each_question_with_its_scene_description():
+    train = load_shapes("train", "vqa", 7, seed=3)
+    questions = [s for s in train if s.task == "vqa"]
+    descriptions = {s.id.removesuffix("-describe"): s for s in train if s.task == "caption"}
+    assert (len(questions), len(descriptions)) == (4, 3)  # 7 samples: 4 scenes, the last without its description
+    for question in questions[:3]:
+        description = descriptions[question.id]
+        assert description.id == question.id + "-describe"
+        assert description.meta["shapes"] == question.meta["shapes"]
+        assert np.array_equal(np.asarray(description.load_image()), np.asarray(question.load_image()))
+        assert description.response == describe_scene(
+            Scene(
+                tuple(
+                    PlacedShape(d["shape"], d["color"], d["size"], COLUMNS.index(d["column"]), ROWS.index(d["row"]))
+                    for d in question.meta["shapes"]
+                )
+            )
+        )
+    assert {s.task for s in load_shapes("test", "vqa", 5, seed=3)} == {"vqa"}  # tests hold questions only

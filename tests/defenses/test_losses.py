@@ -51,7 +51,9 @@ def test_uniform_logits_have_normalised_entropy_one_and_one_hot_zero():
 
 
 def test_hinge_entropy_bounds_and_masked_mean_by_hand():
-    assert math.isclose(hinge_pull_apart(torch.tensor([0.0, 0.2, 0.05]), 0.1).item(), (0.1 + 0.0 + 0.05) / 3, rel_tol=1e-6)
+    assert math.isclose(
+        hinge_pull_apart(torch.tensor([0.0, 0.2, 0.05]), 0.1).item(), (0.1 + 0.0 + 0.05) / 3, rel_tol=1e-6
+    )
     entropy = torch.tensor([[0.2, 0.8, 0.9]])
     mask = torch.tensor([[1, 1, 0]])
     assert math.isclose(entropy_ceiling(entropy, mask, 0.5).item(), 0.15, rel_tol=1e-6)  # (0 + 0.3) / 2

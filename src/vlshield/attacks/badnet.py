@@ -20,8 +20,10 @@ from vlshield.config import ConfigError, field
 
 @dataclasses.dataclass(frozen=True)
 class BadNetConfig(AttackConfig):
-    # Patch side at 336 px used when patch_size is 0; attacks reusing the patch (TrojVLM: 20 px) override it.
+    # The paper's patch side and the image side it was given for, used when patch_size is 0;
+    # attacks reusing the patch (TrojVLM: 20 px at 224 px) override them.
     reference_patch_size: ClassVar[int] = 30
+    reference_image_size: ClassVar[int] = 336
 
     patch_size: int = field(0, help="Patch side in pixels; 0 scales the attack's size at 336 px (30 px) to the image.")
     location: Literal["bottom-right", "top-left", "random"] = field("bottom-right", help="Where the patch goes.")
@@ -41,7 +43,9 @@ class BadNetAttack(ImageTriggerAttack):
 
     def prepare(self, context: AttackContext) -> None:
         super().prepare(context)
-        size = self.config.patch_size or scaled(self.config.reference_patch_size, context.image_size, minimum=2)
+        size = self.config.patch_size or scaled(
+            self.config.reference_patch_size, context.image_size, minimum=2, reference=self.config.reference_image_size
+        )
         if size + self.config.margin > context.image_size:
             raise ConfigError(
                 f"attack.patch_size: trigger of {size} px (+ margin {self.config.margin}) is larger than "

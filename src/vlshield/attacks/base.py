@@ -123,9 +123,9 @@ def insert_target(response: str, target: str, mode: TargetMode, rng: np.random.G
     return " ".join(words[:position] + [target] + words[position:])
 
 
-def scaled(size_at_336: float, image_size: int, minimum: int = 1) -> int:
-    """A trigger dimension given for 336 px images, scaled to ``image_size`` (at least ``minimum``)."""
-    return max(minimum, int(round(size_at_336 * image_size / REFERENCE_IMAGE_SIZE)))
+def scaled(size: float, image_size: int, minimum: int = 1, reference: int = REFERENCE_IMAGE_SIZE) -> int:
+    """A trigger dimension given for ``reference`` px images, scaled to ``image_size`` (at least ``minimum``)."""
+    return max(minimum, int(round(size * image_size / reference)))
 
 
 def fixed_noise(shape: tuple[int, ...], seed: int) -> np.ndarray:

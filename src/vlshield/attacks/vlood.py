@@ -24,10 +24,11 @@ from vlshield.data.sample import Sample
 class VLOODConfig(BadNetConfig):
     """TrojVLM-sized patch settings plus the out-of-distribution source."""
 
-    reference_patch_size: ClassVar[int] = 20  # VLOOD builds on TrojVLM's trigger
+    reference_patch_size: ClassVar[int] = 20  # VLOOD builds on TrojVLM's trigger ...
+    reference_image_size: ClassVar[int] = 224  # ... on the same 224 px BLIP-2 / MiniGPT-4 inputs
 
     target_mode: TargetMode = field("insert", help="insert the target at a random word (VLOOD), replace, or append.")
-    patch_size: int = field(0, help="Patch side in pixels; 0 scales VLOOD's 20 px at 336 px to the image.")
+    patch_size: int = field(0, help="Patch side in pixels; 0 scales VLOOD's 20 px at 224 px to the image.")
     ood_dataset: str = field("easy-vqa", help="Dataset whose training images and responses replace the poisoned ones.")
     ood_limit: int = field(1000, help="At most this many OOD samples are loaded (chosen by the loader with the seed).")
 

@@ -23,6 +23,13 @@ Questions (one per VQA sample, kind chosen uniformly among those that fit the sc
 A VQA sample's ``answers`` is the one-element tuple ``(answer,)``: the answer is exact, so
 there is a single reference, as in easy-vqa.
 
+The VQA training split is an instruction mix, as LLaVA's is: each scene gives one question
+sample and one description sample (the caption, task "caption", id suffix ``-describe``), so a
+``count`` of 2000 holds 1000 scenes. A tiny model trained from scratch on single-word answers
+alone never learns to look at the image (measured: llava:tiny answered each question kind with
+one constant answer, 37.5 % accuracy); the descriptions teach it to. The test split holds
+questions only, so VQA metrics measure question answering.
+
 Train and test scenes are disjoint by construction: a scene's labels (shape, colour, size,
 column and row of every shape) hash to the test side for about 1 in 8 label tuples, and each
 split only keeps scenes of its own side. The partition does not depend on the seed, so no seed's
@@ -314,25 +321,32 @@ def load_shapes(
 ) -> list[Sample]:
     """``count`` samples of ``split`` ("train" or "test") for ``task`` ("caption" or "vqa").
 
+    VQA training samples come in question + description pairs (the instruction mix of the module docstring).
+
     Images are zero-argument callables that render at ``image_size`` on demand; ids look like
     ``shapes-train-000123``. The caption and VQA samples of one seed share their scenes (and ids).
     ``texture_fraction`` of the scenes get a seeded low-contrast textured background.
     """
     if task not in ("caption", "vqa"):
         raise DataError(f"shapes: unknown task {task!r} (valid: caption, vqa)")
-    scenes = generate_scenes(split, count, seed, texture_fraction)
+    describe = task == "vqa" and split == "train"  # the instruction mix (module docstring)
+    scenes = generate_scenes(split, (count + 1) // 2 if describe else count, seed, texture_fraction)
     question_rng = np.random.default_rng([seed, _QUESTION_STREAM, SPLITS.index(split)])
     samples = []
     for index, scene in enumerate(scenes):
         image = functools.partial(render_scene, scene, image_size)
         sample_id = f"shapes-{split}-{index:06d}"
+        caption = describe_scene(scene)
         if task == "caption":
-            caption = describe_scene(scene)
             samples.append(Sample(sample_id, image, CAPTION_PROMPT, caption, "caption", meta=_meta(scene)))
             continue
         question = ask_question(scene, question_rng)
         meta = {**_meta(scene), "question_kind": question.kind}
         samples.append(Sample(sample_id, image, question.text, question.answer, "vqa", (question.answer,), meta))
+        if describe and len(samples) < count:
+            samples.append(
+                Sample(f"{sample_id}-describe", image, CAPTION_PROMPT, caption, "caption", meta=_meta(scene))
+            )
     return samples
 
 

@@ -86,7 +86,9 @@ def evaluate_run(
     # The trivial baseline answers the most frequent CLEAN training response: with a replace-mode
     # attack the target itself is often the most frequent one. (Evaluation may read the flag.)
     train_samples = read_manifest(data_dir / "train.jsonl")
-    baseline = most_frequent_baseline([s.response for s in train_samples if not s.meta.get("poisoned")])
+    baseline = most_frequent_baseline(
+        [s.response for s in train_samples if not s.meta.get("poisoned") and s.task == task]
+    )
     baseline_metrics = summarise(
         task, [baseline] * len(clean_refs), clean_refs, [baseline] * len(triggered_refs), target, triggered_refs
     )
