@@ -43,11 +43,11 @@ def test_bad_task_and_limit_are_data_errors():
 def test_shapes_limit_and_test_size():
     splits = load_dataset("shapes", "vqa", seed=0, limit=120, test_size=30, image_size=32)
     assert isinstance(splits, DatasetSplits)
-    assert (len(splits.train), len(splits.test)) == (120, 30)
+    assert (len(splits.train), len(splits.test)) == (240, 30)  # 120 questions + their descriptions
     assert splits.train[0].load_image().size == (32, 32)
     assert {s.task for s in splits.test} == {"vqa"}
-    # The training split is the instruction mix: 60 scenes, each a question and a description.
-    assert sorted(s.task for s in splits.train) == ["caption"] * 60 + ["vqa"] * 60
+    # The training split is the instruction mix: 120 scenes, each a question and a description.
+    assert sorted(s.task for s in splits.train) == ["caption"] * 120 + ["vqa"] * 120
     assert all(s.id.startswith("shapes-train-") for s in splits.train)
 
 

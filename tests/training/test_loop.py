@@ -143,3 +143,26 @@ def test_defense_loss_is_bit_identical_with_and_without_poison_flags(data_dir, t
         weights, terms = defense.loss_terms(batch, outputs, 0)
         losses.append(torch.stack([outputs["original"].sample_loss.mean(), *terms.values()]))
     assert torch.equal(losses[0], losses[1])
+
+
+def test_only_the_controls_are_handed_the_poison_flags(data_dir, tmp_path, monkeypatch):
+    seen = {}
+    original_setup = DefenseContext.__init__
+
+    def spy(self, *args, **kwargs):
+        original_setup(self, *args, **kwargs)
+        seen["flags"] = self.poison_flags
+
+    monkeypatch.setattr(DefenseContext, "__init__", spy)
+    poisoned = [i for i, s in enumerate(load_split(data_dir / "train.jsonl").samples) if s.meta["poisoned"]]
+    flagged = {}
+    for name in ("pcr", "oracle", "random_flags"):
+        config = RunConfig(
+            data=str(data_dir), model="llava:tiny", defense=name, train=TrainConfig(epochs=1, batch_size=8)
+        )
+        summary = train(config, tmp_path / name, progress=False)
+        flagged[name] = (seen["flags"], summary["defense"]["flagged_indices"])
+    assert flagged["pcr"][0] is None  # the defense itself never receives them
+    assert flagged["oracle"][1] == poisoned  # 6 of 48 (rate 0.125), flagged from step 0
+    random_flags = flagged["random_flags"][1]
+    assert len(random_flags) == len(poisoned) == 6 and random_flags != poisoned

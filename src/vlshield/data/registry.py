@@ -46,6 +46,9 @@ BUILTIN_DATASETS: dict[str, BuiltinBuilder] = {
     "shapes-textured": functools.partial(shapes.build_splits, texture_fraction=0.5),
     "easy-vqa": easyvqa.build_splits,
 }
+# Built-ins that generate exactly the training size asked for (the registry then only shuffles):
+# shapes VQA pairs each of its ``limit`` questions with the scene's description (an instruction mix).
+GENERATED_BUILTINS = frozenset({"shapes", "shapes-textured"})
 
 
 def load_dataset(
@@ -67,7 +70,8 @@ def load_dataset(
         task: built-ins generate it; a file must hold samples of it (LLaVA files are read as it).
         seed: seeds generation, the shuffle before capping and the holdout of files without a test split.
         limit: the number of training samples: the first ``limit`` after a seeded shuffle (None: all;
-            shapes then generates 2000).
+            shapes then generates 2000). Shapes VQA counts questions: each comes with its scene's
+            description, so its training split holds ``2 * limit`` samples.
         test_size: the most test samples (the first after a seeded shuffle).
         image_size: the side built-ins render at; file images keep their size (see ``resize_square``).
         image_root: where a JSON dataset's images live (default: the JSON's directory).
@@ -94,7 +98,7 @@ def load_dataset(
             f"unknown dataset {spec!r}: not a built-in ({', '.join(BUILTIN_DATASETS)}) nor an existing file"
         )
     return DatasetSplits(
-        train=_seeded_prefix(train, limit, seed, _TRAIN_STREAM),
+        train=_seeded_prefix(train, None if spec in GENERATED_BUILTINS else limit, seed, _TRAIN_STREAM),
         test=_seeded_prefix(test, test_size, seed, _TEST_STREAM),
     )
 

@@ -24,8 +24,8 @@ A VQA sample's ``answers`` is the one-element tuple ``(answer,)``: the answer is
 there is a single reference, as in easy-vqa.
 
 The VQA training split is an instruction mix, as LLaVA's is: each scene gives one question
-sample and one description sample (the caption, task "caption", id suffix ``-describe``), so a
-``count`` of 2000 holds 1000 scenes. A tiny model trained from scratch on single-word answers
+sample and one description sample (the caption, task "caption", id suffix ``-describe``), so
+``count`` questions make ``2 * count`` training samples. A tiny model trained from scratch on single-word answers
 alone never learns to look at the image (measured: llava:tiny answered each question kind with
 one constant answer, 37.5 % accuracy); the descriptions teach it to. The test split holds
 questions only, so VQA metrics measure question answering.
@@ -321,7 +321,8 @@ def load_shapes(
 ) -> list[Sample]:
     """``count`` samples of ``split`` ("train" or "test") for ``task`` ("caption" or "vqa").
 
-    VQA training samples come in question + description pairs (the instruction mix of the module docstring).
+    VQA training samples come in question + description pairs (the instruction mix of the module
+    docstring): ``2 * count`` samples.
 
     Images are zero-argument callables that render at ``image_size`` on demand; ids look like
     ``shapes-train-000123``. The caption and VQA samples of one seed share their scenes (and ids).
@@ -330,7 +331,7 @@ def load_shapes(
     if task not in ("caption", "vqa"):
         raise DataError(f"shapes: unknown task {task!r} (valid: caption, vqa)")
     describe = task == "vqa" and split == "train"  # the instruction mix (module docstring)
-    scenes = generate_scenes(split, (count + 1) // 2 if describe else count, seed, texture_fraction)
+    scenes = generate_scenes(split, count, seed, texture_fraction)
     question_rng = np.random.default_rng([seed, _QUESTION_STREAM, SPLITS.index(split)])
     samples = []
     for index, scene in enumerate(scenes):
@@ -343,7 +344,7 @@ def load_shapes(
         question = ask_question(scene, question_rng)
         meta = {**_meta(scene), "question_kind": question.kind}
         samples.append(Sample(sample_id, image, question.text, question.answer, "vqa", (question.answer,), meta))
-        if describe and len(samples) < count:
+        if describe:
             samples.append(
                 Sample(f"{sample_id}-describe", image, CAPTION_PROMPT, caption, "caption", meta=_meta(scene))
             )

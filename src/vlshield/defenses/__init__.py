@@ -6,10 +6,14 @@ from typing import Any
 
 from vlshield.config import ConfigError, from_dict
 from vlshield.defenses.base import DEFENSES, Defense, NoDefense, NoDefenseConfig, register_defense
-from vlshield.defenses.pcr import PCRConfig, PCRDefense
+from vlshield.defenses.pcr import OracleFlags, PCRConfig, PCRDefense, RandomFlags, RandomFlagsConfig
 
 register_defense("none", NoDefenseConfig, NoDefense)
 register_defense("pcr", PCRConfig, PCRDefense)
+# Controls for measuring pcr (they read the poison flags; never a defense): the perfect detector's
+# suppression, and the same suppression on random samples.
+register_defense("oracle", PCRConfig, OracleFlags)
+register_defense("random_flags", RandomFlagsConfig, RandomFlags)
 
 
 def build_defense(name: str, options: dict[str, Any] | None = None) -> Defense:

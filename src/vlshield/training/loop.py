@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -157,8 +158,14 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     # total_steps already counts optimizer steps of the whole group. It is still checkpointed.
     bundle.model, optimizer = accelerator.prepare(bundle.model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    # Only a control that declares it (the perfect detector) sees the poison flags; real defenses get None.
+    flags = None
+    if getattr(defense, "reads_poison_flags", False):
+        flags = np.array([bool(sample.meta.get("poisoned")) for sample in train_split.samples])
     defense.setup(
-        DefenseContext(bundle=bundle, train_size=n, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+        DefenseContext(
+            bundle=bundle, train_size=n, total_steps=total_steps, steps_per_epoch=steps_per_epoch, poison_flags=flags
+        )
     )
 
     step, log = 0, []
