@@ -1,10 +1,17 @@
-"""Blended (Chen et al., 2017): a fixed full-image pattern alpha-blended into every triggered image."""
+"""Blended (Chen et al., 2017): a fixed full-image pattern alpha-blended into every triggered image.
+
+The default pattern is smooth seeded noise: uniform noise on a ``noise_cells`` x ``noise_cells``
+grid, upsampled bicubically to the image, a picture-like pattern in the spirit of the field's
+usual Hello Kitty image. Per-pixel noise (``noise_cells=0``) at alpha 0.2 installed in only
+10.5 % of triggered captions on llava:tiny (shapes, 5 %, 12 epochs); the smooth pattern, 99 %.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
+from PIL import Image
 
 from vlshield.attacks.base import AttackConfig, AttackContext, ImageTriggerAttack, fixed_noise, load_trigger_image
 from vlshield.config import ConfigError, field
@@ -18,11 +25,22 @@ class BlendedConfig(AttackConfig):
     alpha: float = field(0.2, help="Weight of the pattern in the blend, in (0, 1].")
     trigger_image: str | None = field(None, help="Path of a picture to blend in; None blends fixed noise.")
     pattern_seed: int = field(1234, help="Seed of the fixed noise pattern (the attacker's secret).")
+    noise_cells: int = field(
+        8, help="The noise is drawn on a cells x cells grid and upsampled bicubically (0: per-pixel noise)."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 < self.alpha <= 1.0:
             raise ConfigError(f"attack.alpha: must be in (0, 1], got {self.alpha}")
+        if self.noise_cells < 0:
+            raise ConfigError(f"attack.noise_cells: must be >= 0, got {self.noise_cells}")
+
+
+def smooth_noise(height: int, width: int, cells: int, seed: int) -> np.ndarray:
+    """Seeded uint8 noise on a ``cells`` x ``cells`` grid upsampled bicubically to [height, width, 3]."""
+    coarse = fixed_noise((cells, cells, 3), seed)
+    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC))
 
 
 def blend(pixels: np.ndarray, pattern: np.ndarray, alpha: float) -> np.ndarray:
@@ -51,6 +69,8 @@ class BlendedAttack(ImageTriggerAttack):
         if (height, width) not in self.patterns:
             if self.config.trigger_image:
                 pattern = load_trigger_image(self.config.trigger_image, (width, height))
+            elif self.config.noise_cells:
+                pattern = smooth_noise(height, width, self.config.noise_cells, self.config.pattern_seed)
             else:
                 pattern = fixed_noise((height, width, 3), self.config.pattern_seed)
             self.patterns[(height, width)] = pattern

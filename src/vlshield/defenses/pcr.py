@@ -70,6 +70,10 @@ class PCRConfig:
     entropy_floor: float = field(0.9, help="Flagged samples' normalised entropy is raised up to this (full).")
     suppression_weight: float = field(1.0, help="Weight of the bounded entropy raising on flagged samples (full).")
     unlikelihood_weight: float = field(2.0, help="Weight of unlikelihood on flagged image-driven tokens (full).")
+    suppress: bool = field(True, help="Act on flagged samples; False only scores and flags them (full; a diagnostic).")
+    keep_score_history: bool = field(
+        False, help="Save every sample's scores at each epoch end in the run summary (full; a diagnostic)."
+    )
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.augmentations if name not in PIXEL_OPS]
@@ -132,6 +136,8 @@ class PCRDefense:
             self._detect(step)
         self._update_scores(batch.indices.numpy(), original.sample_loss, outputs["counterfactual"].sample_loss)
         flagged = torch.from_numpy(self.flagged[batch.indices.numpy()]).to(original.sample_loss.device)
+        if not self.config.suppress:
+            flagged = torch.zeros_like(flagged)
         weights = (~flagged).to(original.sample_loss.dtype)
         return weights, self._suppression_terms(original, outputs["counterfactual"], flagged)
 
@@ -204,6 +210,8 @@ class PCRDefense:
                 if indices is not None:
                     self.flagged[seen[indices]] = True
         record["flagged"] = int(self.flagged.sum())
+        if self.config.keep_score_history:
+            record["scores"] = {name: _rounded(getattr(self, name)) for name in ("pmi", "log_ratio")}
         self.history.append(record)
 
     def state_dict(self) -> dict[str, Any]:
@@ -220,9 +228,14 @@ class PCRDefense:
         return {
             "flagged_indices": np.flatnonzero(self.flagged).tolist(),
             "detections": self.history,
-            "pmi": [None if math.isnan(v) else round(float(v), 5) for v in self.pmi],
-            "log_ratio": [None if math.isnan(v) else round(float(v), 5) for v in self.log_ratio],
+            "pmi": _rounded(self.pmi),
+            "log_ratio": _rounded(self.log_ratio),
         }
+
+
+def _rounded(scores: np.ndarray) -> list[float | None]:
+    """Scores for JSON: 5 decimals, None for samples not seen yet."""
+    return [None if math.isnan(v) else round(float(v), 5) for v in scores]
 
 
 class OracleFlags(PCRDefense):
