@@ -6,12 +6,12 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
 - ``aug_cross``: add the hinge pull-apart of original vs augmented view and an entropy ceiling:
   ``L += b * mean_i relu(tau - D_i) + g * mean_i relu(H_i - h_max)``.
 - ``full`` (default): cross-view detection and suppression. Every batch also gets the extreme
-  patch view (every patch set to the image mean, scored without gradients). Per sample, two
-  cross-view scores are averaged over visits: ``pmi = CE(mean view) - CE(orig)`` (low: the image
-  explains nothing of the response) and ``log_ratio = log CE(orig) - log CE(mean view)`` (low: the
-  response is fit far better than the image can explain). At each epoch end a two-Gaussian
-  mixture per score looks for a small, separate low cluster; its samples are flagged (sticky).
-  An optional median/MAD rule (``robust_threshold``) also flags samples far below the bulk.
+  patch view (every patch set to the image mean, scored without gradients). Per sample, the
+  cross-view score ``log_ratio = log CE(orig) - log CE(mean view)`` is averaged over visits (EMA);
+  it is low when the image explains the response far better than an image-free view can, which
+  is what an installed trigger does for its target. At each epoch end, samples whose score lies
+  more than ``robust_threshold`` robust SDs (1.4826 MAD) below the median AND below
+  ``max_score`` are flagged (sticky); if more than ``max_flag_fraction`` would be, none are.
   Flagged samples get CE weight 0, a bounded entropy-raising term (the entropy constraint:
   raise normalised token entropy up to ``entropy_floor``, never beyond) and unlikelihood on the
   response tokens that their image makes more likely than the mean view does.
@@ -32,7 +32,7 @@ import torch
 from vlshield.config import ConfigError, field
 from vlshield.defenses.augment import PIXEL_OPS, TOKEN_OPS, image_mean
 from vlshield.defenses.base import Batch, DefenseContext, View, ViewOutput
-from vlshield.defenses.detection import low_outliers, robust_low_outliers
+from vlshield.defenses.detection import robust_low_outliers
 from vlshield.defenses.losses import (
     DIVERGENCES,
     entropy_ceiling,
@@ -62,10 +62,12 @@ class PCRConfig:
     entropy_weight: float = field(0.1, help="g: weight of the entropy ceiling on the original view (aug_cross).")
     entropy_max: float = field(0.5, help="h_max: normalised-entropy ceiling (aug_cross).")
     score_decay: float = field(0.5, help="EMA factor of the per-sample scores over visits (full).")
-    max_flag_fraction: float = field(0.15, help="The low cluster may hold at most this fraction of samples (full).")
-    min_separation: float = field(3.0, help="... and lie this many standard deviations below the rest (full).")
-    robust_threshold: float = field(
-        0.0, help="If > 0, also flag scores this many robust SDs (1.4826 MAD) below the median (full; off by default)."
+    max_flag_fraction: float = field(
+        0.15, help="If more than this fraction of samples would be flagged at once, none are (full)."
+    )
+    robust_threshold: float = field(3.5, help="Flag scores this many robust SDs (1.4826 MAD) below the median (full).")
+    max_score: float = field(
+        -1.0, help="... and below this log-ratio: the image cuts the response's loss more than e-fold (full)."
     )
     entropy_floor: float = field(0.9, help="Flagged samples' normalised entropy is raised up to this (full).")
     suppression_weight: float = field(1.0, help="Weight of the bounded entropy raising on flagged samples (full).")
@@ -103,7 +105,6 @@ class PCRDefense:
         self.grid = self.config.grid or context.bundle.patch_size
         self.steps_per_epoch = context.steps_per_epoch
         n = context.train_size
-        self.pmi = np.full(n, np.nan)
         self.log_ratio = np.full(n, np.nan)
         self.flagged = np.zeros(n, dtype=bool)
         self.history: list[dict[str, Any]] = []
@@ -184,41 +185,31 @@ class PCRDefense:
         original_loss = original.detach().float().cpu().numpy()
         counterfactual_loss = counterfactual.detach().float().cpu().numpy()
         # 1e-6 keeps the logarithm finite for a perfectly fit sample.
-        new_scores = {
-            "pmi": counterfactual_loss - original_loss,
-            "log_ratio": np.log(original_loss + 1e-6) - np.log(counterfactual_loss + 1e-6),
-        }
+        values = np.log(original_loss + 1e-6) - np.log(counterfactual_loss + 1e-6)
+        previous = self.log_ratio[indices]
         decay = self.config.score_decay
-        for name, values in new_scores.items():
-            store = getattr(self, name)
-            previous = store[indices]
-            store[indices] = np.where(np.isnan(previous), values, decay * previous + (1 - decay) * values)
+        self.log_ratio[indices] = np.where(np.isnan(previous), values, decay * previous + (1 - decay) * values)
 
     def _detect(self, step: int) -> None:
-        """Epoch end: flag the small, separate low cluster of each score (flags are sticky)."""
+        """Epoch end: flag far-low outliers of the score that are also below ``max_score`` (flags are sticky)."""
         record: dict[str, Any] = {"step": step, "epoch": step // self.steps_per_epoch}
-        for name in ("pmi", "log_ratio"):
-            scores = getattr(self, name)
-            seen = np.flatnonzero(~np.isnan(scores))
-            values = scores[seen]
-            found = low_outliers(values, self.config.max_flag_fraction, self.config.min_separation)
-            robust = None
-            if self.config.robust_threshold > 0:
-                robust = robust_low_outliers(values, self.config.robust_threshold, self.config.max_flag_fraction)
-            for rule, indices in (("mixture", found), ("robust", robust)):
-                record[f"{name}_{rule}"] = 0 if indices is None else int(len(indices))
-                if indices is not None:
-                    self.flagged[seen[indices]] = True
+        seen = np.flatnonzero(~np.isnan(self.log_ratio))
+        values = self.log_ratio[seen]
+        found = robust_low_outliers(values, self.config.robust_threshold, self.config.max_flag_fraction)
+        if found is not None:
+            found = found[values[found] < self.config.max_score]
+            self.flagged[seen[found]] = True
+        record["new_outliers"] = 0 if found is None else int(len(found))
         record["flagged"] = int(self.flagged.sum())
         if self.config.keep_score_history:
-            record["scores"] = {name: _rounded(getattr(self, name)) for name in ("pmi", "log_ratio")}
+            record["scores"] = {"log_ratio": _rounded(self.log_ratio)}
         self.history.append(record)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pmi": self.pmi, "log_ratio": self.log_ratio, "flagged": self.flagged, "history": self.history}
+        return {"log_ratio": self.log_ratio, "flagged": self.flagged, "history": self.history}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pmi, self.log_ratio = state["pmi"], state["log_ratio"]
+        self.log_ratio = state["log_ratio"]
         self.flagged, self.history = state["flagged"], state["history"]
 
     def summary(self) -> dict[str, Any]:
@@ -228,7 +219,6 @@ class PCRDefense:
         return {
             "flagged_indices": np.flatnonzero(self.flagged).tolist(),
             "detections": self.history,
-            "pmi": _rounded(self.pmi),
             "log_ratio": _rounded(self.log_ratio),
         }
 
