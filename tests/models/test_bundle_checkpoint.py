@@ -60,3 +60,11 @@ def test_loading_with_options_applies_them(tmp_path):
     base = loaded.model.get_base_model()
     assert base.dtype == torch.bfloat16
     assert not any(p.requires_grad for n, p in base.named_parameters() if n.startswith("model.visual.blocks."))
+
+
+def test_recommended_learning_rates_for_presets_and_checkpoints(tmp_path):
+    # train.lr=0 means these: from-scratch presets by family; pretrained checkpoints the usual fine-tuning rates.
+    assert [tiny(family).recommended_lr for family in ("llava", "blip2", "qwen2_5_vl")] == [1e-3, 1e-3, 5e-4]
+    tiny("llava").save(tmp_path)
+    assert build_model(str(tmp_path)).recommended_lr == 2e-5
+    assert build_model(str(tmp_path), options=ModelOptions(lora=True)).recommended_lr == 2e-4

@@ -110,7 +110,7 @@ def test_bad_input_gives_clear_errors_and_overwrites_nothing(data_dir, tmp_path)
     run = tmp_path / "run"
     train(_config(data_dir, epochs=1), run, progress=False)
     before = (run / "config.json").read_bytes()
-    with pytest.raises(ConfigError, match=r"train\.lr: 0\.001 then, 0\.1 now"):
+    with pytest.raises(ConfigError, match=r"train\.lr: 0\.0 then, 0\.1 now"):
         train(_config(data_dir, epochs=1, lr=0.1), run, resume=True, progress=False)
     with pytest.raises(ConfigError, match="already holds a run"):
         train(_config(data_dir, epochs=1), run, progress=False)

@@ -90,6 +90,7 @@ class ModelFamily(Protocol):
     language_prefixes: tuple[str, ...]  # ... of the language model (with its head)
     lora_target: str  # regex (peft full match) naming the language model's linear layers
     image_kwargs: Mapping[str, Any]  # processor kwargs that switch off its own resizing and rescaling
+    preset_lr: float  # peak learning rate of its presets trained from scratch (the default of train.lr)
 
     def check_image_size(self, size: PresetSize, image_size: int) -> None:
         """Raise ConfigError if a preset model cannot take ``image_size`` px images."""
@@ -214,6 +215,7 @@ class ModelBundle:
     image_size: int
     patch_size: int
     adapter: ModelFamily = dataclasses.field(repr=False)
+    recommended_lr: float = 1e-3  # what train.lr=0 means for this model (see models.registry)
 
     @property
     def tokenizer(self) -> Any:

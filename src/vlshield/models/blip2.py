@@ -45,6 +45,7 @@ class Blip2Family:
     # OPT decoder layers (the BLIP-2 OPT checkpoints); the Flan-T5 variants are not supported.
     lora_target = r"language_model\.model\.decoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)"
     image_kwargs = {"do_rescale": False, "do_resize": False}
+    preset_lr = 1e-3
 
     def check_image_size(self, size: PresetSize, image_size: int) -> None:
         require_multiple("blip2", image_size, size.patch_size, f"the patch size {size.patch_size}")

@@ -40,6 +40,7 @@ class LlavaFamily:
     language_prefixes = ("model.language_model.", "lm_head.")
     lora_target = r"model\.language_model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"
     image_kwargs = {"do_rescale": False, "do_resize": False, "do_center_crop": False}
+    preset_lr = 1e-3
 
     def check_image_size(self, size: PresetSize, image_size: int) -> None:
         require_multiple("llava", image_size, size.patch_size, f"the patch size {size.patch_size}")

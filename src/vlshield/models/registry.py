@@ -49,6 +49,9 @@ register_model_family(Qwen2_5_VLFamily())
 register_model_family(Blip2Family())
 
 DEFAULT_IMAGE_SIZE = 64
+# Peak learning rates when train.lr is 0 ("the model's"): presets train from scratch at their
+# family's ``preset_lr``; pretrained checkpoints take the usual fine-tuning rates.
+CHECKPOINT_LR = {"full": 2e-5, "lora": 2e-4}
 DEFAULT_OPTIONS = ModelOptions()  # frozen, so one shared default is safe
 _PRESET_SPEC = re.compile(r"(?P<family>[A-Za-z0-9_.-]+):(?P<preset>[A-Za-z0-9_.-]+)")
 _HUB_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
@@ -82,12 +85,14 @@ def build_model(
         if _is_checkpoint(spec):
             family, model, processor = _load_checkpoint(spec, options)
             image_size = _checkpoint_image_size(spec, family, processor) or image_size or DEFAULT_IMAGE_SIZE
+            recommended_lr = CHECKPOINT_LR["lora" if options.lora else "full"]
         else:
             family, preset = _parse_preset_spec(spec)
             image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
             family.check_image_size(PRESET_SIZES[preset], image_size)
             corpus = [*(texts or ()), template_words(family)]
             model, processor = family.build(PRESET_SIZES[preset], corpus, image_size)
+            recommended_lr = family.preset_lr
         model = apply_options(model, family, options)
     model.eval()  # like from_pretrained; the training loop calls model.train()
     return ModelBundle(
@@ -98,6 +103,7 @@ def build_model(
         image_size=image_size,
         patch_size=family.patch_size(unwrap(model)),
         adapter=family,
+        recommended_lr=recommended_lr,
     )
 
 

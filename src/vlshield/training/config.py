@@ -16,7 +16,11 @@ class TrainConfig:
     epochs: int = field(12, help="Passes over the training set; long enough that an undefended backdoor installs.")
     batch_size: int = field(16, help="Samples per device per micro-batch.")
     gradient_accumulation: int = field(1, help="Micro-batches per optimizer step.")
-    lr: float = field(1e-3, help="Peak learning rate.")
+    lr: float = field(
+        0.0,
+        help="Peak learning rate; 0: the model's (presets: llava, blip2 1e-3, qwen2_5_vl 5e-4; "
+        "checkpoints 2e-5, with LoRA 2e-4).",
+    )
     weight_decay: float = field(0.01, help="AdamW weight decay.")
     warmup_ratio: float = field(0.05, help="Fraction of the steps spent warming up linearly from 0.")
     max_grad_norm: float = field(1.0, help="Gradient clipping norm (0 disables).")
@@ -30,8 +34,8 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "gradient_accumulation"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key}: must be >= 1, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr: must be > 0, got {self.lr}")
+        if self.lr < 0:
+            raise ConfigError(f"train.lr: must be > 0 (or 0 for the model's), got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
         if self.checkpoint_every < 0 or self.log_every < 1:

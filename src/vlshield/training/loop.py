@@ -152,7 +152,9 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation)
     total_steps = steps_per_epoch * settings.epochs
     parameters = [parameter for parameter in bundle.model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        parameters, lr=settings.lr or bundle.recommended_lr, weight_decay=settings.weight_decay
+    )
     scheduler = cosine_schedule(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
     # The scheduler stays unprepared: Accelerate would step it once per process per call, while
     # total_steps already counts optimizer steps of the whole group. It is still checkpointed.
@@ -226,7 +228,13 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     bar.close()
     elapsed = time.perf_counter() - started
 
-    summary = {"steps": step, "epochs": settings.epochs, "train_seconds": elapsed, "log": log}
+    summary = {
+        "steps": step,
+        "epochs": settings.epochs,
+        "lr": optimizer.param_groups[0]["initial_lr"],
+        "train_seconds": elapsed,
+        "log": log,
+    }
     if hasattr(defense, "summary"):
         summary["defense"] = defense.summary()
     _save_checkpoint(accelerator, run_dir, step, defense, log)
