@@ -110,9 +110,11 @@ def test_a_bad_grid_fails_before_any_cell_runs(fake, tmp_path):
 def test_cli_dry_run_lists_cells_and_an_estimate_and_runs_nothing(fake, tmp_path, capsys):
     assert main(["benchmark", "--grid", "paper", "--out", str(tmp_path / "out"), "--shard", "1/4", "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 + len(range(1, 96, 4))
+    # 3 models x 2 tasks x 6 attacks x 4 defenses (none, pcr and the controls oracle, random_flags)
+    # = 144, plus llava captioning at 1 % and 10 %: 6 x 4 x 2 = 48; 192 cells, shard 1/4 takes 48.
+    assert len(lines) == 1 + len(range(1, 192, 4))
     assert lines[0].split()[:3] == ["1", "llava_tiny--caption--badnet--pcr--0.05--0", "pending"]
-    assert "24 cells, 0 done, 24 to run, estimated" in lines[-1] and " h " in lines[-1]
+    assert "48 cells, 0 done, 48 to run, estimated" in lines[-1] and " h " in lines[-1]
     assert not (tmp_path / "out").exists() and fake.poisoned == []
 
 
