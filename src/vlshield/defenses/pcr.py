@@ -12,9 +12,12 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
   is what an installed trigger does for its target. At each epoch end, samples whose score lies
   more than ``robust_threshold`` robust SDs (1.4826 MAD) below the median AND below
   ``max_score`` are flagged (sticky); if more than ``max_flag_fraction`` would be, none are.
-  Flagged samples get CE weight 0, a bounded entropy-raising term (the entropy constraint:
-  raise normalised token entropy up to ``entropy_floor``, never beyond) and unlikelihood on the
-  response tokens that their image makes more likely than the mean view does.
+  Flagged samples get CE weight 0 (isolation). Once detection settles (an epoch end adds at
+  most ``settle_growth`` to the flags), they also get a bounded entropy-raising term (the
+  entropy constraint: raise normalised token entropy up to ``entropy_floor``, never beyond) and
+  unlikelihood on the response tokens that their image makes more likely than the mean view
+  does. Unlearning earlier weakened the backdoor on the poisoned samples not yet flagged, which
+  then never became outliers (llava:tiny badnet: 40 of 100 flagged, ASR 92 %).
 
 Nothing here reads the poison flag, the trigger or the target: only prompts, responses, images
 and the model's own outputs.
@@ -72,6 +75,9 @@ class PCRConfig:
     entropy_floor: float = field(0.9, help="Flagged samples' normalised entropy is raised up to this (full).")
     suppression_weight: float = field(1.0, help="Weight of the bounded entropy raising on flagged samples (full).")
     unlikelihood_weight: float = field(2.0, help="Weight of unlikelihood on flagged image-driven tokens (full).")
+    settle_growth: float = field(
+        0.1, help="Unlearning starts at the first epoch end adding at most this fraction to the flags (full)."
+    )
     suppress: bool = field(True, help="Act on flagged samples; False only scores and flags them (full; a diagnostic).")
     keep_score_history: bool = field(
         False, help="Save every sample's scores at each epoch end in the run summary (full; a diagnostic)."
@@ -107,6 +113,7 @@ class PCRDefense:
         n = context.train_size
         self.log_ratio = np.full(n, np.nan)
         self.flagged = np.zeros(n, dtype=bool)
+        self.unlearning = False
         self.history: list[dict[str, Any]] = []
         if context.bundle.image_size % self.grid:
             raise ConfigError(f"defense.grid: {self.grid} px does not divide the {context.bundle.image_size} px image")
@@ -140,7 +147,8 @@ class PCRDefense:
         if not self.config.suppress:
             flagged = torch.zeros_like(flagged)
         weights = (~flagged).to(original.sample_loss.dtype)
-        return weights, self._suppression_terms(original, outputs["counterfactual"], flagged)
+        unlearn = flagged if self.unlearning else torch.zeros_like(flagged)
+        return weights, self._suppression_terms(original, outputs["counterfactual"], unlearn)
 
     def _augmentation_terms(self, original: ViewOutput, augmented: ViewOutput) -> dict[str, torch.Tensor]:
         config = self.config
@@ -196,20 +204,32 @@ class PCRDefense:
         seen = np.flatnonzero(~np.isnan(self.log_ratio))
         values = self.log_ratio[seen]
         found = robust_low_outliers(values, self.config.robust_threshold, self.config.max_flag_fraction)
+        before = int(self.flagged.sum())
         if found is not None:
             found = found[values[found] < self.config.max_score]
             self.flagged[seen[found]] = True
         record["new_outliers"] = 0 if found is None else int(len(found))
         record["flagged"] = int(self.flagged.sum())
+        # Unlearning weakens the backdoor on every triggered input, which hides the poisoned
+        # samples not flagged yet; so flagged samples are first only isolated (CE weight 0), and the
+        # unlearning terms start once detection settles: a round adding few flags to those there.
+        if before and record["flagged"] - before <= self.config.settle_growth * before:
+            self.unlearning = True
+        record["unlearning"] = self.unlearning
         if self.config.keep_score_history:
             record["scores"] = {"log_ratio": _rounded(self.log_ratio)}
         self.history.append(record)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"log_ratio": self.log_ratio, "flagged": self.flagged, "history": self.history}
+        return {
+            "log_ratio": self.log_ratio,
+            "flagged": self.flagged,
+            "unlearning": self.unlearning,
+            "history": self.history,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.log_ratio = state["log_ratio"]
+        self.log_ratio, self.unlearning = state["log_ratio"], bool(state["unlearning"])
         self.flagged, self.history = state["flagged"], state["history"]
 
     def summary(self) -> dict[str, Any]:
@@ -243,6 +263,7 @@ class OracleFlags(PCRDefense):
         if context.poison_flags is None:
             raise ConfigError(f"defense {self.name!r} needs the poison flags, and the loop gave none")
         self.flagged = self.control_flags(np.asarray(context.poison_flags, dtype=bool))
+        self.unlearning = True  # the flags are complete from the first step
 
     def control_flags(self, poisoned: np.ndarray) -> np.ndarray:
         return poisoned.copy()
