@@ -13,7 +13,8 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
   more than ``robust_threshold`` robust SDs (1.4826 MAD) below the median AND below
   ``max_score`` are flagged (sticky); if more than ``max_flag_fraction`` would be, none are.
   Flagged samples get CE weight 0 (isolation). Once detection settles (an epoch end adds at
-  most ``settle_growth`` to the flags), they also get a bounded entropy-raising term (the
+  most ``settle_growth`` to flags holding at least ``settle_min_fraction`` of the samples),
+  they also get a bounded entropy-raising term (the
   entropy constraint: raise normalised token entropy up to ``entropy_floor``, never beyond) and
   unlikelihood on the response tokens that their image makes more likely than the mean view
   does. Unlearning earlier weakened the backdoor on the poisoned samples not yet flagged, which
@@ -77,6 +78,9 @@ class PCRConfig:
     unlikelihood_weight: float = field(2.0, help="Weight of unlikelihood on flagged image-driven tokens (full).")
     settle_growth: float = field(
         0.1, help="Unlearning starts at the first epoch end adding at most this fraction to the flags (full)."
+    )
+    settle_min_fraction: float = field(
+        0.005, help="... once at least this fraction of the samples is flagged (a few first flags are not a group)."
     )
     suppress: bool = field(True, help="Act on flagged samples; False only scores and flags them (full; a diagnostic).")
     keep_score_history: bool = field(
@@ -213,7 +217,8 @@ class PCRDefense:
         # Unlearning weakens the backdoor on every triggered input, which hides the poisoned
         # samples not flagged yet; so flagged samples are first only isolated (CE weight 0), and the
         # unlearning terms start once detection settles: a round adding few flags to those there.
-        if before and record["flagged"] - before <= self.config.settle_growth * before:
+        enough = before >= max(1, self.config.settle_min_fraction * len(self.flagged))
+        if enough and record["flagged"] - before <= self.config.settle_growth * before:
             self.unlearning = True
         record["unlearning"] = self.unlearning
         if self.config.keep_score_history:
