@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from vlshield.benchmark import runner
 from vlshield.benchmark.grid import GridConfig
 from vlshield.benchmark.runner import Shard, run_grid
 from vlshield.cli import main
@@ -70,6 +71,23 @@ def test_finished_cells_are_skipped(fake, grid, tmp_path):
     assert outcome.skipped == NAMES and outcome.ran == []
     assert fake.trained == [] and fake.evaluated == NAMES  # evaluated only by the first run
     assert {path.name: path.stat().st_mtime_ns for path in (tmp_path / "cells").iterdir()} == mtimes
+
+
+def test_a_cell_another_process_finished_meanwhile_is_skipped(fake, grid, tmp_path, monkeypatch):
+    # Two processes on one --out: the first finishes cell 2 while this one is on cell 0.
+    original_train = fake.train
+
+    def train_and_finish_cell_two(config, run_dir, **kwargs):
+        summary = original_train(config, run_dir, **kwargs)
+        if not (tmp_path / "cells" / f"{NAMES[2]}.json").exists():
+            (tmp_path / "cells").mkdir(exist_ok=True)
+            (tmp_path / "cells" / f"{NAMES[2]}.json").write_text(json.dumps({"status": "ok"}))
+        return summary
+
+    monkeypatch.setattr(runner, "train", train_and_finish_cell_two)
+    outcome = run_grid(grid, tmp_path, progress=False)
+    assert outcome.ran == [NAMES[0], NAMES[1], NAMES[3]] and outcome.skipped == [NAMES[2]]
+    assert fake.trained == [NAMES[0], NAMES[1], NAMES[3]]
 
 
 def test_a_failing_cell_is_recorded_the_grid_goes_on_and_the_next_run_retries_it(fake, grid, tmp_path):

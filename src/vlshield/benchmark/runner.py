@@ -135,6 +135,9 @@ def run_grid(
     display.skipped(len(finished))
     try:
         for index, cell in pending:
+            if cell_status(layout.cell_file(cell)) == "ok":  # another process on the same --out finished it
+                outcome.skipped.append(cell.name)
+                continue
             display.start(index, cell)
             record = run_cell(grid, cell, layout.root, keep_runs=keep_runs, on_stage=display.stage)
             display.finish(cell, record)

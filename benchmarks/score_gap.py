@@ -1,0 +1,76 @@
+"""The gap pcr stands on: per-sample cross-view scores of poisoned vs clean training samples.
+
+Train an UNDEFENDED-in-effect run that only records the scores, then plot them::
+
+    vlshield poison --attack badnet --out data/badnet
+    vlshield train --data data/badnet --model llava:tiny --defense pcr --out runs/gap \\
+        defense_options.suppress=false defense_options.keep_score_history=true
+    python benchmarks/score_gap.py runs/gap --data data/badnet --out score_gap.png
+
+Prints, per epoch end, the AUROC of "poisoned scores lower than clean", the medians, and what
+pcr's flagging rule (robust z < -3.5 and log-ratio < -1) would flag and how precisely; writes
+histograms of three epochs. Reads the poison flags: an evaluation, not a defense.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vlshield.data.manifest import read_manifest  # noqa: E402
+from vlshield.defenses.detection import robust_low_outliers  # noqa: E402
+
+
+def auroc_low(scores: np.ndarray, positive: np.ndarray) -> float:
+    """P(a positive scores below a negative), ties counted half."""
+    low, high = scores[positive], scores[~positive]
+    below = (low[:, None] < high[None, :]).mean()
+    ties = (low[:, None] == high[None, :]).mean()
+    return float(below + ties / 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="run trained with keep_score_history=true (suppress=false)")
+    parser.add_argument("--data", required=True, help="its poisoned dataset directory")
+    parser.add_argument("--out", default="score_gap.png")
+    args = parser.parse_args()
+    summary = json.loads((Path(args.run) / "train_summary.json").read_text())
+    history = [record for record in summary["defense"]["detections"] if "scores" in record]
+    if not history:
+        raise SystemExit(f"{args.run}: no score history; train with defense_options.keep_score_history=true")
+    poisoned = np.array([bool(s.meta.get("poisoned")) for s in read_manifest(Path(args.data) / "train.jsonl")])
+    print("epoch  auroc  poison-median  clean-median  rule-flags  rule-precision")
+    for record in history:
+        scores = np.array(record["scores"]["log_ratio"], dtype=float)
+        found = robust_low_outliers(scores, 3.5, 0.15)
+        found = np.array([], dtype=int) if found is None else found[scores[found] < -1.0]
+        precision = f"{poisoned[found].mean():.2f}" if len(found) else "-"
+        print(
+            f"{record['epoch']:5d}  {auroc_low(scores, poisoned):.3f}  {np.median(scores[poisoned]):13.2f}"
+            f"  {np.median(scores[~poisoned]):12.2f}  {len(found):10d}  {precision:>14}"
+        )
+    chosen = [history[0], history[len(history) // 2], history[-1]]
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharey=False)
+    for axis, record in zip(axes, chosen):
+        scores = np.array(record["scores"]["log_ratio"], dtype=float)
+        bins = np.linspace(scores.min(), scores.max(), 50)
+        axis.hist(scores[~poisoned], bins=bins, alpha=0.6, label="clean", density=True)
+        axis.hist(scores[poisoned], bins=bins, alpha=0.6, label="poisoned", density=True)
+        axis.set_title(f"epoch {record['epoch']}")
+        axis.set_xlabel("log CE(orig) - log CE(image-free view)")
+    axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(args.out, dpi=100)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
