@@ -82,9 +82,6 @@ class PCRConfig:
     settle_min_fraction: float = field(
         0.005, help="... once at least this fraction of the samples is flagged (a few first flags are not a group)."
     )
-    unlearn_mean: Literal["batch", "flagged"] = field(
-        "batch", help="Average the unlearning terms over the batch or over its flagged samples (full)."
-    )
     suppress: bool = field(True, help="Act on flagged samples; False only scores and flags them (full; a diagnostic).")
     keep_score_history: bool = field(
         False, help="Save every sample's scores at each epoch end in the run summary (full; a diagnostic)."
@@ -172,9 +169,9 @@ class PCRDefense:
     def _suppression_terms(
         self, original: ViewOutput, counterfactual: ViewOutput, flagged: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        # "batch": normalised by the batch size, so the terms grow with the share of flagged samples
-        # in the batch; "flagged": a mean over the flagged samples, full strength whenever one is there.
-        size = float(len(flagged)) if self.config.unlearn_mean == "batch" else float(flagged.sum().clamp(min=1))
+        # Normalised by the batch size, so the terms grow with the share of flagged samples in the batch
+        # (a mean over the flagged samples alone did not help: qwen2_5_vl:tiny badnet 96.0 % vs 96.5 %).
+        size = float(len(flagged))
         zero = original.sample_loss.sum() * 0.0  # keeps the graph (and DDP's used-parameter check) intact
         if not bool(flagged.any()):
             return {"suppression_loss": zero, "unlikelihood_loss": zero}
