@@ -68,12 +68,14 @@ def test_main_table_values_and_means_are_the_hand_computed_ones(results):
     # mean over seeds (worst seed: highest ASR, lowest quality)
     assert lines[2] == ["llava:tiny", "caption (CIDEr)", "badnet", "95.0 (100.0)", "310.0 (300.0)", "20.0 (30.0)",
                         "285.0 (280.0)"]  # fmt: skip
-    assert lines[3] == ["llava:tiny", "caption (CIDEr)", "blended", "70.0 (80.0)", "310.0 (310.0)", "0.0 (0.0)",
+    # blended's undefended mean ASR 70 % < 90 %: the backdoor did not install, the row is marked
+    assert lines[3] == ["llava:tiny †", "caption (CIDEr)", "blended", "70.0 (80.0)", "310.0 (310.0)", "0.0 (0.0)",
                         "290.0 (280.0)"]  # fmt: skip
     assert lines[4] == ["llava:tiny", "vqa (VQA acc.)", "badnet", "100.0 (100.0)", "85.0 (80.0)",
                         "50.0 (50.0), 1 failed", "70.0 (70.0)"]  # fmt: skip
-    # mean rows: the mean of the rows' means (and of their worst), per task
-    assert lines[5] == ["**mean** (caption)", "", "", "82.5 (90.0)", "310.0 (305.0)", "10.0 (15.0)", "287.5 (280.0)"]
+    # mean rows: the mean of the rows' means (and of their worst), per task, over installed rows only
+    # (caption: badnet alone, blended is left out)
+    assert lines[5] == ["**mean** (caption)", "", "", "95.0 (100.0)", "310.0 (300.0)", "20.0 (30.0)", "285.0 (280.0)"]
     assert lines[6] == ["**mean** (vqa)", "", "", "100.0 (100.0)", "85.0 (80.0)", "50.0 (50.0)", "70.0 (70.0)"]
     assert len(lines) == 7
 
@@ -113,10 +115,10 @@ def test_several_rates_get_a_rate_column_per_rate_means_and_the_rate_plot(result
     report = build_report(results)
     lines = [_cells(line) for line in report.table.splitlines()]
     assert lines[0][:5] == ["model", "task", "attack", "rate", "none ASR %"]
-    assert lines[2] == ["llava:tiny", "caption (CIDEr)", "badnet", "1 %", "60.0 (70.0)", "330.0 (330.0)", "0.0 (0.0)",
+    assert lines[2] == ["llava:tiny †", "caption (CIDEr)", "badnet", "1 %", "60.0 (70.0)", "330.0 (330.0)", "0.0 (0.0)",
                         "320.0 (320.0)"]  # fmt: skip
-    assert "| **mean** (caption, 1 %) |  |  |  | 60.0 (70.0) |" in report.table
-    assert "| **mean** (caption, 5 %) |  |  |  | 82.5 (90.0) |" in report.table
+    assert "**mean** (caption, 1 %)" not in report.table  # its one row did not install
+    assert "| **mean** (caption, 5 %) |  |  |  | 95.0 (100.0) |" in report.table
     assert report.plots[-1].name == "asr_vs_rate.png" and report.plots[-1].read_bytes().startswith(PNG)
 
 

@@ -131,6 +131,9 @@ def _with_failures(text: str, failed: int) -> str:
     return "failed" if text == "–" else f"{text}, {failed} failed"
 
 
+INSTALLED_ASR = 90.0  # below this undefended ASR (%), a row does not measure a defense
+
+
 def format_table(rows: list[Row], defenses: list[str]) -> str:
     """The main table as Markdown: a column pair (ASR %, quality) per defense, then mean rows per task and rate."""
     several_seeds = any(len(v) > 1 for row in rows for v in row.asr.values())
@@ -140,7 +143,8 @@ def format_table(rows: list[Row], defenses: list[str]) -> str:
     columns = [f"{defense} {part}" for defense in defenses for part in ("ASR %", "quality")]
     lines = [_line(head + columns), _line(["---"] * len(head) + ["---:"] * len(columns))]
     for row in rows:
-        label = [row.model, f"{row.task} ({QUALITY[row.task][1]})"]
+        mark = "" if installed(row) else " †"
+        label = [row.model + mark, f"{row.task} ({QUALITY[row.task][1]})"]
         label += [row.dataset] if show_dataset else []
         label += [row.attack] + ([f"{100 * row.rate:g} %"] if show_rate else [])
         values = []
@@ -151,8 +155,14 @@ def format_table(rows: list[Row], defenses: list[str]) -> str:
             )
             values.append(_value(quality, min(quality, default=None), several_seeds))
         lines.append(_line(label + values))
-    lines += _mean_lines(rows, defenses, len(head), show_rate, several_seeds)
+    lines += _mean_lines([row for row in rows if installed(row)], defenses, len(head), show_rate, several_seeds)
     return "\n".join(lines)
+
+
+def installed(row: Row) -> bool:
+    """Whether the undefended backdoor installed (mean ASR >= INSTALLED_ASR %); rows without a ``none`` cell count."""
+    undefended = row.asr.get("none")
+    return not undefended or statistics.fmean(undefended) >= INSTALLED_ASR
 
 
 def _mean_lines(rows: list[Row], defenses: list[str], width: int, show_rate: bool, several: bool) -> list[str]:
@@ -249,6 +259,9 @@ def _markdown(records: list[dict[str, Any]], table: str, plots: list[Path], out:
         ),
         "",
         table,
+        "",
+        f"† The undefended backdoor did not install (ASR below {INSTALLED_ASR:g} %), so the row measures no "
+        "defense; mean rows leave such rows out. A mean row averages each defense over the rows that have it.",
         "",
         "## Plots",
         "",
