@@ -67,6 +67,9 @@ class DefenseContext:
     train_size: int
     total_steps: int
     steps_per_epoch: int
+    # Each training sample's task ("caption", "vqa"): public data, so that scores are compared
+    # within a kind of response (None: one kind).
+    tasks: Any = None
     # The training set's poison flags [n] bool: handed ONLY to defenses whose class sets
     # ``reads_poison_flags = True``, which are controls (the perfect detector), not defenses.
     poison_flags: Any = None

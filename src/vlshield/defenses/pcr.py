@@ -116,6 +116,9 @@ class PCRDefense:
         self.steps_per_epoch = context.steps_per_epoch
         n = context.train_size
         self.log_ratio = np.full(n, np.nan)
+        # Scores are compared within each task: a one-word answer decided by the image scores as low as
+        # a trigger's target, far below descriptions (llava:tiny shapes VQA mix: 329 clean flagged).
+        self.groups = np.asarray(context.tasks if context.tasks is not None else [""] * n)
         self.flagged = np.zeros(n, dtype=bool)
         self.unlearning = False
         self.history: list[dict[str, Any]] = []
@@ -206,14 +209,17 @@ class PCRDefense:
     def _detect(self, step: int) -> None:
         """Epoch end: flag far-low outliers of the score that are also below ``max_score`` (flags are sticky)."""
         record: dict[str, Any] = {"step": step, "epoch": step // self.steps_per_epoch}
-        seen = np.flatnonzero(~np.isnan(self.log_ratio))
-        values = self.log_ratio[seen]
-        found = robust_low_outliers(values, self.config.robust_threshold, self.config.max_flag_fraction)
         before = int(self.flagged.sum())
-        if found is not None:
-            found = found[values[found] < self.config.max_score]
-            self.flagged[seen[found]] = True
-        record["new_outliers"] = 0 if found is None else int(len(found))
+        new = 0
+        for group in np.unique(self.groups):
+            seen = np.flatnonzero(~np.isnan(self.log_ratio) & (self.groups == group))
+            values = self.log_ratio[seen]
+            found = robust_low_outliers(values, self.config.robust_threshold, self.config.max_flag_fraction)
+            if found is not None:
+                found = found[values[found] < self.config.max_score]
+                self.flagged[seen[found]] = True
+                new += len(found)
+        record["new_outliers"] = new
         record["flagged"] = int(self.flagged.sum())
         # Unlearning weakens the backdoor on every triggered input, which hides the poisoned
         # samples not flagged yet; so flagged samples are first only isolated (CE weight 0), and the

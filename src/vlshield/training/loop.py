@@ -166,7 +166,12 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         flags = np.array([bool(sample.meta.get("poisoned")) for sample in train_split.samples])
     defense.setup(
         DefenseContext(
-            bundle=bundle, train_size=n, total_steps=total_steps, steps_per_epoch=steps_per_epoch, poison_flags=flags
+            bundle=bundle,
+            train_size=n,
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            tasks=[sample.task for sample in train_split.samples],
+            poison_flags=flags,
         )
     )
 
