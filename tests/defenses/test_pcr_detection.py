@@ -1,0 +1,62 @@
+"""pcr's epoch-end detection on hand-set scores: outliers within each task, the absolute bar, settling."""
+
+import numpy as np
+
+from vlshield.defenses.base import DefenseContext
+from vlshield.defenses.pcr import PCRConfig, PCRDefense
+
+
+class _Bundle:
+    patch_size = 8
+    image_size = 64
+
+
+def _defense(scores, tasks=None, **config) -> PCRDefense:
+    defense = PCRDefense(PCRConfig(**config))
+    context = DefenseContext(bundle=_Bundle(), train_size=len(scores), total_steps=10, steps_per_epoch=5, tasks=tasks)
+    defense.setup(context)
+    defense.log_ratio = np.asarray(scores, dtype=float)
+    return defense
+
+
+def _bulk(rng, n, centre):
+    return list(rng.normal(centre, 0.2, n))
+
+
+def test_outliers_are_flagged_only_far_below_the_median_and_below_minus_one():
+    rng = np.random.default_rng(0)
+    # Bulk -0.5 +- 0.2: two targets far below; -0.95 is 2.25 SDs down (not an outlier) and above -1 anyway.
+    scores = _bulk(rng, 200, -0.5) + [-4.0, -3.5] + [-0.95]
+    defense = _defense(scores, max_flag_fraction=0.15)
+    defense._detect(5)
+    assert np.flatnonzero(defense.flagged).tolist() == [200, 201]
+
+
+def test_scores_are_compared_within_each_task():
+    rng = np.random.default_rng(1)
+    # Descriptions around -0.5; one-word answers around -3 (the image decides them); one triggered
+    # description at -6. Pooled, every answer would be an outlier; per task only the target is.
+    scores = _bulk(rng, 300, -0.5) + _bulk(rng, 60, -3.0) + [-6.0]
+    tasks = ["caption"] * 300 + ["vqa"] * 60 + ["caption"]
+    pooled = _defense(scores, max_flag_fraction=0.3)
+    pooled._detect(5)
+    assert pooled.flagged.sum() == 61  # all the answers and the target
+    grouped = _defense(scores, tasks=tasks)
+    grouped._detect(5)
+    assert np.flatnonzero(grouped.flagged).tolist() == [360]
+
+
+def test_unlearning_starts_when_a_group_of_flags_stops_growing():
+    rng = np.random.default_rng(2)
+    scores = np.array(_bulk(rng, 1000, -0.5))
+    defense = _defense(scores)
+    scores[:3] = -5.0  # epoch 1: 3 flags, fewer than 0.5 % of 1000: not a group yet
+    defense.log_ratio = scores.copy()
+    defense._detect(5)
+    scores[3:20] = -5.0  # epoch 2: 20 flags, growth from 3
+    defense.log_ratio = scores.copy()
+    defense._detect(10)
+    assert defense.flagged.sum() == 20 and not defense.unlearning
+    defense._detect(15)  # epoch 3: nothing new among 20 flags: settled
+    assert defense.unlearning
+    assert [record["unlearning"] for record in defense.history] == [False, False, True]
