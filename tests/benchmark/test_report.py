@@ -115,8 +115,8 @@ def test_several_rates_get_a_rate_column_per_rate_means_and_the_rate_plot(result
     report = build_report(results)
     lines = [_cells(line) for line in report.table.splitlines()]
     assert lines[0][:5] == ["model", "task", "attack", "rate", "none ASR %"]
-    assert lines[2] == ["llava:tiny †", "caption (CIDEr)", "badnet", "1 %", "60.0 (70.0)", "330.0 (330.0)", "0.0 (0.0)",
-                        "320.0 (320.0)"]  # fmt: skip
+    assert lines[2] == ["llava:tiny †", "caption (CIDEr)", "badnet", "1 %", "60.0 (70.0)", "330.0 (330.0)",
+                        "0.0 (0.0)", "320.0 (320.0)"]  # fmt: skip
     assert "**mean** (caption, 1 %)" not in report.table  # its one row did not install
     assert "| **mean** (caption, 5 %) |  |  |  | 95.0 (100.0) |" in report.table
     assert report.plots[-1].name == "asr_vs_rate.png" and report.plots[-1].read_bytes().startswith(PNG)
