@@ -8,7 +8,7 @@ Train an UNDEFENDED-in-effect run that only records the scores, then plot them::
     python benchmarks/score_gap.py runs/gap --data data/badnet --out score_gap.png
 
 Prints, per epoch end, the AUROC of "poisoned scores lower than clean", the medians, and what
-pcr's flagging rule (robust z < -3.5 and log-ratio < -1) would flag and how precisely; writes
+pcr's flagging rule (its defaults: robust z < -3.5 and log-ratio < -1) would flag and how precisely; writes
 histograms of three epochs. Reads the poison flags: an evaluation, not a defense.
 """
 
@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vlshield.data.manifest import read_manifest  # noqa: E402
-from vlshield.defenses.detection import robust_low_outliers  # noqa: E402
+from vlshield.defenses.pcr import PCRConfig, flag_rule  # noqa: E402
 
 
 def auroc_low(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -50,8 +50,7 @@ def main() -> None:
     print("epoch  auroc  poison-median  clean-median  rule-flags  rule-precision")
     for record in history:
         scores = np.array(record["scores"]["log_ratio"], dtype=float)
-        found = robust_low_outliers(scores, 3.5, 0.15)
-        found = np.array([], dtype=int) if found is None else found[scores[found] < -1.0]
+        found = flag_rule(scores, PCRConfig())
         precision = f"{poisoned[found].mean():.2f}" if len(found) else "-"
         print(
             f"{record['epoch']:5d}  {auroc_low(scores, poisoned):.3f}  {np.median(scores[poisoned]):13.2f}"
@@ -59,7 +58,7 @@ def main() -> None:
         )
     chosen = [history[0], history[len(history) // 2], history[-1]]
     figure, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharey=False)
-    for axis, record in zip(axes, chosen):
+    for axis, record in zip(axes, chosen, strict=True):
         scores = np.array(record["scores"]["log_ratio"], dtype=float)
         bins = np.linspace(scores.min(), scores.max(), 50)
         axis.hist(scores[~poisoned], bins=bins, alpha=0.6, label="clean", density=True)

@@ -213,12 +213,9 @@ class PCRDefense:
         new = 0
         for group in np.unique(self.groups):
             seen = np.flatnonzero(~np.isnan(self.log_ratio) & (self.groups == group))
-            values = self.log_ratio[seen]
-            found = robust_low_outliers(values, self.config.robust_threshold, self.config.max_flag_fraction)
-            if found is not None:
-                found = found[values[found] < self.config.max_score]
-                self.flagged[seen[found]] = True
-                new += len(found)
+            found = flag_rule(self.log_ratio[seen], self.config)
+            self.flagged[seen[found]] = True
+            new += len(found)
         record["new_outliers"] = new
         record["flagged"] = int(self.flagged.sum())
         # Unlearning weakens the backdoor on every triggered input, which hides the poisoned
@@ -253,6 +250,14 @@ class PCRDefense:
             "detections": self.history,
             "log_ratio": _rounded(self.log_ratio),
         }
+
+
+def flag_rule(scores: np.ndarray, config: PCRConfig) -> np.ndarray:
+    """Positions of ``scores`` (one task's) that pcr flags: robust low outliers also below ``max_score``."""
+    found = robust_low_outliers(scores, config.robust_threshold, config.max_flag_fraction)
+    if found is None:
+        return np.array([], dtype=int)
+    return found[scores[found] < config.max_score]
 
 
 def _rounded(scores: np.ndarray) -> list[float | None]:
