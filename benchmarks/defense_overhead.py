@@ -4,7 +4,8 @@
 
 Builds the model once per defense from the same seed, then alternates blocks of steps between
 the undefended loop and the defended one (so machine noise hits both alike) and prints the
-median step time of each and their ratio. Each step is the loop's real work: views, batched
+median step time of each and their ratio, and the whole training's ratio once a defense's repair
+epochs are counted (they are defended steps too). Each step is the loop's real work: views, batched
 forward, loss terms, backward, AdamW.
 """
 
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="Measured steps per defense.")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--block", type=int, default=5, help="Steps per alternation block.")
+    parser.add_argument("--epochs", type=int, default=12, help="Schedule length, for the repair epochs' share.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = poison_dataset(PoisonConfig(limit=256, test_size=8), Path(tmp) / "data", progress=False)
@@ -81,7 +83,16 @@ def main() -> None:
     print(f"model {args.model}, batch {args.batch_size}, {args.steps} steps each, threads {torch.get_num_threads()}")
     for name, value in medians.items():
         print(f"  {name:>8}: median step {1000 * value:.1f} ms")
-    print(f"  ratio {args.defense}/none: {medians[args.defense] / medians['none']:.2f}x")
+    ratio = medians[args.defense] / medians["none"]
+    print(f"  step-time ratio {args.defense}/none: {ratio:.2f}x")
+    # Repair epochs (pcr's, after the schedule) cost as many defended steps again as they are long.
+    repair_epochs, _ = build_defense(args.defense).repair_schedule()
+    if repair_epochs:
+        total = ratio * (args.epochs + repair_epochs) / args.epochs
+        print(
+            f"  training wall-time ratio with its {repair_epochs} repair epoch(s) after {args.epochs} epochs: "
+            f"{ratio:.2f} x {args.epochs + repair_epochs}/{args.epochs} = {total:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ class _Bundle:
 
 def _defense(scores, tasks=None, **config) -> PCRDefense:
     defense = PCRDefense(PCRConfig(**config))
-    context = DefenseContext(bundle=_Bundle(), train_size=len(scores), total_steps=10, steps_per_epoch=5, tasks=tasks)
+    context = DefenseContext(bundle=_Bundle(), train_size=len(scores), total_steps=100, steps_per_epoch=5, tasks=tasks)
     defense.setup(context)
     defense.log_ratio = np.asarray(scores, dtype=float)
     return defense
@@ -60,3 +60,22 @@ def test_unlearning_starts_when_a_group_of_flags_stops_growing():
     defense._detect(15)  # epoch 3: nothing new among 20 flags: settled
     assert defense.unlearning
     assert [record["unlearning"] for record in defense.history] == [False, False, True]
+
+
+def test_the_repair_epochs_unlearn_whatever_detection_found():
+    # A late backdoor: 30 flags appear at the last epoch end of the schedule (step 100), still growing,
+    # so detection has not settled; the repair epochs after the schedule unlearn them anyway.
+    rng = np.random.default_rng(3)
+    scores = np.array(_bulk(rng, 1000, -0.5))
+    defense = _defense(scores)
+    assert defense.repair_schedule() == (1, 0.3)
+    scores[:30] = -5.0
+    defense.log_ratio = scores.copy()
+    defense._detect(95)
+    assert defense.flagged.sum() == 30 and not defense.unlearning
+    scores[30:60] = -5.0  # still growing (30 -> 60): detection has not settled
+    defense.log_ratio = scores.copy()
+    defense._detect(100)  # step 100 = total_steps: the schedule is over
+    assert defense.flagged.sum() == 60 and defense.unlearning
+    assert _defense(scores, repair_epochs=0).repair_schedule() == (0, 0.3)
+    assert _defense(scores, suppress=False).repair_schedule() == (0, 0.0)

@@ -166,3 +166,26 @@ def test_only_the_controls_are_handed_the_poison_flags(data_dir, tmp_path, monke
     assert flagged["oracle"][1] == poisoned  # 6 of 48 (rate 0.125), flagged from step 0
     random_flags = flagged["random_flags"][1]
     assert len(random_flags) == len(poisoned) == 6 and random_flags != poisoned
+
+
+def test_cosine_schedule_warms_up_decays_then_anneals_the_repair_steps():
+    from vlshield.training.loop import cosine_schedule
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = cosine_schedule(optimizer, warmup_steps=1, total_steps=5, repair_steps=2, repair_peak=0.3)
+    factors = []
+    for _ in range(8):
+        factors.append(round(scheduler.get_last_lr()[0], 4))
+        optimizer.step()
+        scheduler.step()
+    # step 0: warm-up 1/2; steps 1..4: cosine over 4 steps (1, .8536, .5, .1464); 5, 6: repair cosine
+    # from 0.3 over 2 steps (0.3, 0.15); then 0.
+    assert factors == [0.5, 1.0, 0.8536, 0.5, 0.1464, 0.3, 0.15, 0.0]
+
+
+def test_pcr_trains_its_repair_epoch_after_the_schedule(data_dir, tmp_path):
+    settings = TrainConfig(epochs=2, batch_size=8, log_every=1)
+    summary = train(RunConfig(data=str(data_dir), defense="pcr", train=settings), tmp_path / "run", progress=False)
+    assert summary["epochs"] == 3 and summary["repair_epochs"] == 1 and summary["steps"] == 3 * 6
+    lr = {entry["step"]: entry["lr"] for entry in summary["log"]}  # the rate of the step after each entry
+    assert lr[11] < 0.02 * summary["lr"] and lr[12] == pytest.approx(0.3 * summary["lr"]) and lr[18] == 0.0

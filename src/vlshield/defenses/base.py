@@ -65,7 +65,7 @@ class DefenseContext:
 
     bundle: Any  # vlshield.models.base.ModelBundle
     train_size: int
-    total_steps: int
+    total_steps: int  # steps of the schedule (train.epochs), before any repair epochs
     steps_per_epoch: int
     # Each training sample's task ("caption", "vqa"): public data, so that scores are compared
     # within a kind of response (None: one kind).
@@ -95,6 +95,9 @@ class Defense(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
 
+    def repair_schedule(self) -> tuple[int, float]:
+        """Epochs to train after the schedule ends, and their learning rate as a fraction of the peak."""
+
 
 class NoDefense:
     """The undefended baseline: no views, no terms; it runs the same loop as every defense."""
@@ -120,6 +123,9 @@ class NoDefense:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    def repair_schedule(self) -> tuple[int, float]:
+        return 0, 0.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -82,6 +82,12 @@ class PCRConfig:
     settle_min_fraction: float = field(
         0.005, help="... once at least this fraction of the samples is flagged (a few first flags are not a group)."
     )
+    repair_epochs: int = field(
+        1, help="Epochs after the schedule in which every flagged sample is unlearnt (full; 0: none)."
+    )
+    repair_lr: float = field(
+        0.3, help="Peak learning rate of the repair epochs (cosine to 0), as a fraction of the schedule's (full)."
+    )
     suppress: bool = field(True, help="Act on flagged samples; False only scores and flags them (full; a diagnostic).")
     keep_score_history: bool = field(
         False, help="Save every sample's scores at each epoch end in the run summary (full; a diagnostic)."
@@ -99,6 +105,11 @@ class PCRConfig:
             raise ConfigError(f"defense.score_decay: must be in [0, 1), got {self.score_decay}")
         if not 0.0 < self.max_flag_fraction < 0.5:
             raise ConfigError(f"defense.max_flag_fraction: must be in (0, 0.5), got {self.max_flag_fraction}")
+        if self.repair_epochs < 0 or not 0.0 <= self.repair_lr <= 1.0:
+            raise ConfigError(
+                f"defense.repair_epochs must be >= 0 and defense.repair_lr in [0, 1], "
+                f"got {self.repair_epochs} and {self.repair_lr}"
+            )
         if not 0.0 < self.entropy_floor <= 1.0:
             raise ConfigError(f"defense.entropy_floor: must be in (0, 1], got {self.entropy_floor}")
 
@@ -114,6 +125,7 @@ class PCRDefense:
     def setup(self, context: DefenseContext) -> None:
         self.grid = self.config.grid or context.bundle.patch_size
         self.steps_per_epoch = context.steps_per_epoch
+        self.schedule_steps = context.total_steps
         n = context.train_size
         self.log_ratio = np.full(n, np.nan)
         # Scores are compared within each task: a one-word answer decided by the image scores as low as
@@ -124,6 +136,11 @@ class PCRDefense:
         self.history: list[dict[str, Any]] = []
         if context.bundle.image_size % self.grid:
             raise ConfigError(f"defense.grid: {self.grid} px does not divide the {context.bundle.image_size} px image")
+
+    def repair_schedule(self) -> tuple[int, float]:
+        if self.config.mode != "full" or not self.config.suppress:
+            return 0, 0.0
+        return self.config.repair_epochs, self.config.repair_lr
 
     def views(self, batch: Batch, step: int, generator: torch.Generator) -> list[View]:
         if self.config.mode == "full":
@@ -223,6 +240,9 @@ class PCRDefense:
         # unlearning terms start once detection settles: a round adding few flags to those there.
         enough = before >= max(1, self.config.settle_min_fraction * len(self.flagged))
         if enough and record["flagged"] - before <= self.config.settle_growth * before:
+            self.unlearning = True
+        # A backdoor that installs late is flagged late; the repair epochs unlearn it whatever the schedule left.
+        if step >= self.schedule_steps:
             self.unlearning = True
         record["unlearning"] = self.unlearning
         if self.config.keep_score_history:

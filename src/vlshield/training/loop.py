@@ -33,15 +33,23 @@ STATE_FILE = "trainer_state.json"
 
 
 def cosine_schedule(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+    optimizer: torch.optim.Optimizer,
+    warmup_steps: int,
+    total_steps: int,
+    repair_steps: int = 0,
+    repair_peak: float = 0.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up from 0 to the peak learning rate, then cosine decay to 0 at ``total_steps``."""
+    """Linear warm-up from 0 to the peak learning rate, cosine decay to 0 at ``total_steps``; then a
+    defense's repair steps, cosine again from ``repair_peak`` times the peak down to 0."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / (warmup_steps + 1)
+        if step >= total_steps:
+            progress = (step - total_steps) / max(1, repair_steps)
+            return repair_peak * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -151,11 +159,16 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     )
     steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation)
     total_steps = steps_per_epoch * settings.epochs
+    # A defense may ask for repair epochs after the schedule, with a cosine of their own from a fraction of the peak.
+    repair_epochs, repair_lr = defense.repair_schedule()
+    epochs = settings.epochs + repair_epochs
+    all_steps = steps_per_epoch * epochs
     parameters = [parameter for parameter in bundle.model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(
         parameters, lr=settings.lr or bundle.recommended_lr, weight_decay=settings.weight_decay
     )
-    scheduler = cosine_schedule(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+    warmup = int(settings.warmup_ratio * total_steps)
+    scheduler = cosine_schedule(optimizer, warmup, total_steps, all_steps - total_steps, repair_lr)
     # The scheduler stays unprepared: Accelerate would step it once per process per call, while
     # total_steps already counts optimizer steps of the whole group. It is still checkpointed.
     bundle.model, optimizer = accelerator.prepare(bundle.model, optimizer)
@@ -186,12 +199,12 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     started = time.perf_counter()
     bundle.model.train()
     bar = tqdm(
-        total=total_steps,
+        total=all_steps,
         initial=step,
         desc=f"train {config.defense}",
         disable=not progress or not accelerator.is_main_process,
     )
-    for epoch in range(step // steps_per_epoch, settings.epochs):
+    for epoch in range(step // steps_per_epoch, epochs):
         batches = epoch_batches(
             n, settings.batch_size, settings.seed, epoch, accelerator.process_index, accelerator.num_processes
         )
@@ -226,16 +239,17 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
             values = {"task_loss": task_loss.item(), **{key: value.item() for key, value in terms.items()}}
             bar.update()
             bar.set_postfix({key: f"{value:.3f}" for key, value in values.items()}, refresh=False)
-            if step % settings.log_every == 0 or step == total_steps:
+            if step % settings.log_every == 0 or step == all_steps:
                 log.append({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **values})
-            if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total_steps:
+            if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < all_steps:
                 _save_checkpoint(accelerator, run_dir, step, defense, log)
     bar.close()
     elapsed = time.perf_counter() - started
 
     summary = {
         "steps": step,
-        "epochs": settings.epochs,
+        "epochs": epochs,
+        "repair_epochs": repair_epochs,
         "lr": optimizer.param_groups[0]["initial_lr"],
         "train_seconds": elapsed,
         "log": log,
