@@ -24,7 +24,8 @@ from vlshield.training.config import EvalConfig, TrainConfig
 POISON_SECONDS_PER_SAMPLE = 0.0008
 SECONDS_PER_SAMPLE_EPOCH = {"llava": 0.008, "qwen2_5_vl": 0.007, "blip2": 0.005}  # 64 px, tiny preset
 EVAL_SECONDS_PER_SAMPLE = 0.01  # 64 px, 24 new tokens
-DEFENSE_COST = {"none": 1.0, "pcr": 1.35}  # training time relative to no defense; others: UNKNOWN_DEFENSE_COST
+# Training time relative to no defense (pcr and its controls: 1.4x per step, plus the repair epoch).
+DEFENSE_COST = {"none": 1.0, "pcr": 1.5, "oracle": 1.5, "random_flags": 1.5}
 UNKNOWN_DEFENSE_COST = 1.5
 SMALL_PRESET_FACTOR = 3.0
 METEOR_SECONDS = 10.0  # two METEOR runs in Java (model and trivial baseline) per captioning evaluation

@@ -6,10 +6,21 @@ from typing import Any
 
 from vlshield.config import ConfigError, from_dict
 from vlshield.defenses.base import DEFENSES, Defense, NoDefense, NoDefenseConfig, register_defense
-from vlshield.defenses.pcr import OracleFlags, PCRConfig, PCRDefense, RandomFlags, RandomFlagsConfig
+from vlshield.defenses.pcr import (
+    OracleFlags,
+    PCRAugConfig,
+    PCRAugCrossConfig,
+    PCRConfig,
+    PCRDefense,
+    RandomFlags,
+    RandomFlagsConfig,
+)
 
 register_defense("none", NoDefenseConfig, NoDefense)
 register_defense("pcr", PCRConfig, PCRDefense)
+# pcr's ablation switches as names, so that a grid can run them side by side with pcr itself.
+register_defense("pcr_aug", PCRAugConfig, PCRDefense)
+register_defense("pcr_aug_cross", PCRAugCrossConfig, PCRDefense)
 # Controls for measuring pcr (they read the poison flags; never a defense): the perfect detector's
 # suppression, and the same suppression on random samples.
 register_defense("oracle", PCRConfig, OracleFlags)

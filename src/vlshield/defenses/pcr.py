@@ -285,6 +285,20 @@ def _rounded(scores: np.ndarray) -> list[float | None]:
     return [None if math.isnan(v) else round(float(v), 5) for v in scores]
 
 
+@dataclasses.dataclass(frozen=True)
+class PCRAugConfig(PCRConfig):
+    """Ablation: pcr with augmentation only."""
+
+    mode: Mode = field("aug", help="Fixed by the ablation's name (augmentation only).")
+
+
+@dataclasses.dataclass(frozen=True)
+class PCRAugCrossConfig(PCRConfig):
+    """Ablation: pcr with augmentation and the cross-view hinge, no detection."""
+
+    mode: Mode = field("aug_cross", help="Fixed by the ablation's name (augmentation + cross-view).")
+
+
 class OracleFlags(PCRDefense):
     """Control, not a defense: PCR's suppression applied to the TRUE poisoned samples from step 0.
 
