@@ -19,6 +19,10 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
   unlikelihood on the response tokens that their image makes more likely than the mean view
   does. Unlearning earlier weakened the backdoor on the poisoned samples not yet flagged, which
   then never became outliers (llava:tiny badnet: 40 of 100 flagged, ASR 92 %).
+  A backdoor that installs late is flagged late, when the cosine schedule has little learning
+  rate left (qwen2_5_vl:tiny badnet: flags from epoch 7 of 12, ASR 96.5 %); so ``repair_epochs``
+  more epochs follow the schedule, with a cosine of their own from ``repair_lr`` times the peak,
+  in which every flagged sample is unlearnt whether detection settled or not (ASR 2.5 %).
 
 Nothing here reads the poison flag, the trigger or the target: only prompts, responses, images
 and the model's own outputs.
