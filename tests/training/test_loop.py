@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 from vlshield.config import ConfigError
 from vlshield.data.sample import DataError
 from vlshield.defenses import build_defense
-from vlshield.defenses.base import Batch, DefenseContext
+from vlshield.defenses.base import Batch, DefenseContext, View
 from vlshield.models import build_model
 from vlshield.poisoning import PoisonConfig, poison_dataset
 from vlshield.training.config import RunConfig, TrainConfig
@@ -189,3 +190,34 @@ def test_pcr_trains_its_repair_epoch_after_the_schedule(data_dir, tmp_path):
     assert summary["epochs"] == 3 and summary["repair_epochs"] == 1 and summary["steps"] == 3 * 6
     lr = {entry["step"]: entry["lr"] for entry in summary["log"]}  # the rate of the step after each entry
     assert lr[11] < 0.02 * summary["lr"] and lr[12] == pytest.approx(0.3 * summary["lr"]) and lr[18] == 0.0
+
+
+def test_a_scoring_view_over_some_rows_matches_the_full_view_on_them(data_dir):
+    split = load_split(data_dir / "train.jsonl")
+    bundle = build_model("llava:tiny", texts=split.prompts + split.responses, image_size=64, seed=0)
+    indices = torch.arange(8)
+    batch = Batch(indices, split.prompts[:8], split.responses[:8], split.float_images(indices))
+    rows = torch.tensor([1, 4, 6])
+    views = [
+        View("all", batch.images.flip(-1), requires_grad=False),
+        View("some", batch.images.flip(-1)[rows], requires_grad=False, rows=rows),
+    ]
+    outputs = forward_views(bundle, batch, views)
+    assert outputs["some"].sample_loss.shape == (3,)
+    assert torch.allclose(outputs["some"].sample_loss, outputs["all"].sample_loss[rows], atol=1e-5)
+    with pytest.raises(ValueError, match="must cover every row"):
+        forward_views(bundle, batch, [View("grad", batch.images[rows], requires_grad=True, rows=rows)])
+
+
+def test_pcr_scores_the_chosen_fraction_of_each_batch(data_dir):
+    split = load_split(data_dir / "train.jsonl")
+    bundle = build_model("llava:tiny", texts=split.prompts + split.responses, image_size=64, seed=0)
+    defense = build_defense("pcr", {"score_fraction": 0.5})
+    defense.setup(DefenseContext(bundle=bundle, train_size=len(split.samples), total_steps=12, steps_per_epoch=6))
+    indices = torch.arange(8, 16)
+    batch = Batch(indices, split.prompts[8:16], split.responses[8:16], split.float_images(indices))
+    views = defense.views(batch, 1, torch.Generator().manual_seed(0))
+    assert len(views[0].rows) == 4 and views[0].images.shape[0] == 4
+    defense.loss_terms(batch, forward_views(bundle, batch, views), 1)
+    scored = (indices[views[0].rows]).tolist()
+    assert sorted(i for i in range(len(split.samples)) if not np.isnan(defense.log_ratio[i])) == scored

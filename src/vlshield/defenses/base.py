@@ -38,9 +38,12 @@ class View:
     """
 
     name: str
-    images: torch.Tensor  # [b, 3, h, w]
+    images: torch.Tensor  # [b, 3, h, w], or [len(rows), 3, h, w]
     requires_grad: bool = True
     token_perturbation: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # Positions in the batch this view covers, ascending (None: all); only for views without gradients.
+    # Its ViewOutput then has one row per position.
+    rows: torch.Tensor | None = None
 
 
 @dataclasses.dataclass

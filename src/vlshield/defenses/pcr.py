@@ -70,6 +70,9 @@ class PCRConfig:
     entropy_weight: float = field(0.1, help="g: weight of the entropy ceiling on the original view (aug_cross).")
     entropy_max: float = field(0.5, help="h_max: normalised-entropy ceiling (aug_cross).")
     score_decay: float = field(0.5, help="EMA factor of the per-sample scores over visits (full).")
+    score_fraction: float = field(
+        1.0, help="Share of each batch scored with the image-free view (full; less is cheaper, scores lag more)."
+    )
     max_flag_fraction: float = field(
         0.15, help="If more than this fraction of samples would be flagged at once, none are (full)."
     )
@@ -105,6 +108,8 @@ class PCRConfig:
             raise ConfigError(
                 f"defense.token_augmentation: {self.token_augmentation!r}; valid: {', '.join(TOKEN_OPS)}"
             )
+        if not 0.0 < self.score_fraction <= 1.0:
+            raise ConfigError(f"defense.score_fraction: must be in (0, 1], got {self.score_fraction}")
         if not 0.0 <= self.score_decay < 1.0:
             raise ConfigError(f"defense.score_decay: must be in [0, 1), got {self.score_decay}")
         if not 0.0 < self.max_flag_fraction < 0.5:
@@ -148,7 +153,11 @@ class PCRDefense:
 
     def views(self, batch: Batch, step: int, generator: torch.Generator) -> list[View]:
         if self.config.mode == "full":
-            return [View("counterfactual", image_mean(batch.images, self.grid, generator), requires_grad=False)]
+            if step > 0 and step % self.steps_per_epoch == 0 and not any(h["step"] == step for h in self.history):
+                self._detect(step)
+            self.scored_rows = self._scored_rows(batch, generator)
+            images = image_mean(batch.images[self.scored_rows], self.grid, generator)
+            return [View("counterfactual", images, requires_grad=False, rows=self.scored_rows)]
         names = self.config.augmentations
         op = PIXEL_OPS[names[int(torch.randint(len(names), (1,), generator=generator))]]
         perturb = None
@@ -168,15 +177,27 @@ class PCRDefense:
         original = outputs["original"]
         if self.config.mode != "full":
             return None, self._augmentation_terms(original, outputs["augmented"])
-        if step > 0 and step % self.steps_per_epoch == 0 and not any(h["step"] == step for h in self.history):
-            self._detect(step)
-        self._update_scores(batch.indices.numpy(), original.sample_loss, outputs["counterfactual"].sample_loss)
+        rows = self.scored_rows
+        counterfactual = outputs["counterfactual"]
+        self._update_scores(batch.indices[rows].numpy(), original.sample_loss[rows], counterfactual.sample_loss)
         flagged = torch.from_numpy(self.flagged[batch.indices.numpy()]).to(original.sample_loss.device)
         if not self.config.suppress:
             flagged = torch.zeros_like(flagged)
         weights = (~flagged).to(original.sample_loss.dtype)
         unlearn = flagged if self.unlearning else torch.zeros_like(flagged)
-        return weights, self._suppression_terms(original, outputs["counterfactual"], unlearn)
+        return weights, self._suppression_terms(original, counterfactual, rows, unlearn)
+
+    def _scored_rows(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+        """Batch positions that get the image-free view: a random ``score_fraction`` of the batch, plus
+        the flagged samples while they are unlearnt (their terms need that view)."""
+        size = len(batch.prompts)
+        if self.config.score_fraction >= 1.0:
+            return torch.arange(size)
+        chosen = torch.zeros(size, dtype=torch.bool)
+        chosen[torch.randperm(size, generator=generator)[: math.ceil(self.config.score_fraction * size)]] = True
+        if self.unlearning and self.config.suppress:
+            chosen |= torch.from_numpy(self.flagged[batch.indices.numpy()])
+        return chosen.nonzero().squeeze(1)
 
     def _augmentation_terms(self, original: ViewOutput, augmented: ViewOutput) -> dict[str, torch.Tensor]:
         config = self.config
@@ -191,7 +212,7 @@ class PCRDefense:
         return terms
 
     def _suppression_terms(
-        self, original: ViewOutput, counterfactual: ViewOutput, flagged: torch.Tensor
+        self, original: ViewOutput, counterfactual: ViewOutput, scored: torch.Tensor, flagged: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         # Normalised by the batch size, so the terms grow with the share of flagged samples in the batch
         # (a mean over the flagged samples alone did not help: qwen2_5_vl:tiny badnet 96.0 % vs 96.5 %).
@@ -206,8 +227,9 @@ class PCRDefense:
         with torch.no_grad():
             # Tokens the image makes more likely than the image-free view does: what a trigger drives.
             log_p = torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            # The image-free view covers the ``scored`` rows of the batch, flagged ones among them.
             log_q = (
-                torch.log_softmax(counterfactual.logits[rows].float(), -1)
+                torch.log_softmax(counterfactual.logits[torch.searchsorted(scored, rows.cpu())].float(), -1)
                 .gather(-1, targets.unsqueeze(-1))
                 .squeeze(-1)
             )

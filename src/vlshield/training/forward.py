@@ -73,34 +73,44 @@ def visual_token_hook(module: torch.nn.Module, perturbations: list, batch_size: 
 def forward_views(bundle, batch: Batch, views: list[View]) -> dict[str, ViewOutput]:
     """Run the original view and every extra view; views needing gradients share one batched forward.
 
-    Returns ``{"original": ..., view.name: ...}``. No-gradient views run in a second forward
-    under ``torch.no_grad``.
+    Returns ``{"original": ..., view.name: ...}``. Each no-gradient view runs in a forward of its
+    own under ``torch.no_grad``, over its ``rows`` of the batch only when it names them.
     """
     original = View(name="original", images=batch.images, requires_grad=True)
-    groups = [
-        [original] + [view for view in views if view.requires_grad],
-        [view for view in views if not view.requires_grad],
-    ]
-    outputs: dict[str, ViewOutput] = {}
-    size = len(batch.prompts)
-    for group, grad in zip(groups, (True, False), strict=True):
-        if not group:
+    with_grad = [original] + [view for view in views if view.requires_grad]
+    if any(view.rows is not None for view in with_grad):
+        raise ValueError("a view with gradients shares the batched forward: it must cover every row (rows=None)")
+    outputs = _forward(bundle, batch.prompts, batch.responses, with_grad, grad=True)
+    for view in views:
+        if view.requires_grad:
             continue
-        inputs = bundle.train_batch(
-            batch.prompts * len(group), batch.responses * len(group), torch.cat([view.images for view in group])
+        prompts, responses = batch.prompts, batch.responses
+        if view.rows is not None:
+            prompts = [prompts[i] for i in view.rows.tolist()]
+            responses = [responses[i] for i in view.rows.tolist()]
+        outputs.update(_forward(bundle, prompts, responses, [view], grad=False))
+    return outputs
+
+
+def _forward(bundle, prompts: list[str], responses: list[str], group: list[View], grad: bool) -> dict[str, ViewOutput]:
+    """One batched forward of ``group``'s views over the same prompts and responses."""
+    size = len(prompts)
+    inputs = bundle.train_batch(
+        prompts * len(group), responses * len(group), torch.cat([view.images for view in group])
+    )
+    labels = inputs.pop("labels")
+    hook = visual_token_hook(bundle.visual_token_module(), [view.token_perturbation for view in group], size)
+    with hook, torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        logits = bundle.model(**inputs).logits
+    result = response_cross_entropy(logits, labels)
+    outputs = {}
+    for k, view in enumerate(group):
+        rows = slice(k * size, (k + 1) * size)
+        outputs[view.name] = ViewOutput(
+            logits=result.logits[rows],
+            targets=result.targets[rows],
+            mask=result.mask[rows],
+            token_loss=result.token_loss[rows],
+            sample_loss=result.sample_loss[rows],
         )
-        labels = inputs.pop("labels")
-        hook = visual_token_hook(bundle.visual_token_module(), [view.token_perturbation for view in group], size)
-        with hook, torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            logits = bundle.model(**inputs).logits
-        result = response_cross_entropy(logits, labels)
-        for k, view in enumerate(group):
-            rows = slice(k * size, (k + 1) * size)
-            outputs[view.name] = ViewOutput(
-                logits=result.logits[rows],
-                targets=result.targets[rows],
-                mask=result.mask[rows],
-                token_loss=result.token_loss[rows],
-                sample_loss=result.sample_loss[rows],
-            )
     return outputs
