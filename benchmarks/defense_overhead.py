@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from vlshield.defenses import build_defense
 from vlshield.defenses.base import Batch, DefenseContext
@@ -27,10 +28,10 @@ from vlshield.training.data import load_split
 from vlshield.training.forward import forward_views
 
 
-def make_stepper(spec: str, defense_name: str, split, batch_size: int):
+def make_stepper(spec: str, defense_name: str, split, batch_size: int, options: dict | None = None):
     bundle = build_model(spec, texts=split.prompts + split.responses, image_size=split.images.shape[-1], seed=0)
     bundle.model.train()
-    defense = build_defense(defense_name)
+    defense = build_defense(defense_name, options)
     steps_per_epoch = len(split.samples) // batch_size
     defense.setup(DefenseContext(bundle, len(split.samples), 10 * steps_per_epoch, steps_per_epoch))
     optimizer = torch.optim.AdamW(bundle.model.parameters(), lr=1e-3)
@@ -67,11 +68,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--block", type=int, default=5, help="Steps per alternation block.")
     parser.add_argument("--epochs", type=int, default=12, help="Schedule length, for the repair epochs' share.")
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="A defense option, e.g. score_fraction=0.5."
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = poison_dataset(PoisonConfig(limit=256, test_size=8), Path(tmp) / "data", progress=False)
         split = load_split(data / "train.jsonl")
-    steppers = {name: make_stepper(args.model, name, split, args.batch_size) for name in ("none", args.defense)}
+    options = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.option)}
+    steppers = {
+        "none": make_stepper(args.model, "none", split, args.batch_size),
+        args.defense: make_stepper(args.model, args.defense, split, args.batch_size, options),
+    }
     for stepper in steppers.values():  # warm-up: allocator, kernels
         for _ in range(3):
             stepper()
@@ -80,13 +88,16 @@ def main() -> None:
         for name, stepper in steppers.items():
             times[name].extend(stepper() for _ in range(args.block))
     medians = {name: statistics.median(values) for name, values in times.items()}
-    print(f"model {args.model}, batch {args.batch_size}, {args.steps} steps each, threads {torch.get_num_threads()}")
+    print(
+        f"model {args.model}, batch {args.batch_size}, {args.steps} steps each, threads {torch.get_num_threads()}, "
+        f"{args.defense} options {options or 'default'}"
+    )
     for name, value in medians.items():
         print(f"  {name:>8}: median step {1000 * value:.1f} ms")
     ratio = medians[args.defense] / medians["none"]
     print(f"  step-time ratio {args.defense}/none: {ratio:.2f}x")
     # Repair epochs (pcr's, after the schedule) cost as many defended steps again as they are long.
-    repair_epochs, _ = build_defense(args.defense).repair_schedule()
+    repair_epochs, _ = build_defense(args.defense, options).repair_schedule()
     if repair_epochs:
         total = ratio * (args.epochs + repair_epochs) / args.epochs
         print(
