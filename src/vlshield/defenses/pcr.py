@@ -92,6 +92,11 @@ class PCRConfig:
     repair_epochs: int = field(
         1, help="Epochs after the schedule in which every flagged sample is unlearnt (full; 0: none)."
     )
+    repair_isolation: float = field(
+        0.0,
+        help="In the repair epochs, samples this many robust SDs below the median (and below max_score) are "
+        "also left out of the CE, not unlearnt: poison not flagged stops re-teaching the backdoor (0: off; full).",
+    )
     repair_lr: float = field(
         0.3, help="Peak learning rate of the repair epochs (cosine to 0), as a fraction of the schedule's (full)."
     )
@@ -141,6 +146,7 @@ class PCRDefense:
         # a trigger's target, far below descriptions (llava:tiny shapes VQA mix: 329 clean flagged).
         self.groups = np.asarray(context.tasks if context.tasks is not None else [""] * n)
         self.flagged = np.zeros(n, dtype=bool)
+        self.suspected = np.zeros(n, dtype=bool)  # left out of the CE in the repair epochs (not unlearnt)
         self.unlearning = False
         self.history: list[dict[str, Any]] = []
         if context.bundle.image_size % self.grid:
@@ -183,7 +189,8 @@ class PCRDefense:
         flagged = torch.from_numpy(self.flagged[batch.indices.numpy()]).to(original.sample_loss.device)
         if not self.config.suppress:
             flagged = torch.zeros_like(flagged)
-        weights = (~flagged).to(original.sample_loss.dtype)
+        suspected = torch.from_numpy(self.suspected[batch.indices.numpy()]).to(flagged.device)
+        weights = (~(flagged | suspected)).to(original.sample_loss.dtype)
         unlearn = flagged if self.unlearning else torch.zeros_like(flagged)
         return weights, self._suppression_terms(original, counterfactual, rows, unlearn)
 
@@ -270,6 +277,13 @@ class PCRDefense:
         # A backdoor that installs late is flagged late; the repair epochs unlearn it whatever the schedule left.
         if step >= self.schedule_steps:
             self.unlearning = True
+            if self.config.repair_isolation > 0 and self.config.suppress:
+                self.suspected[:] = False
+                for group in np.unique(self.groups):
+                    seen = np.flatnonzero(~np.isnan(self.log_ratio) & (self.groups == group))
+                    loose = dataclasses.replace(self.config, robust_threshold=self.config.repair_isolation)
+                    self.suspected[seen[flag_rule(self.log_ratio[seen], loose)]] = True
+                record["suspected"] = int((self.suspected & ~self.flagged).sum())
         record["unlearning"] = self.unlearning
         if self.config.keep_score_history:
             record["scores"] = {"log_ratio": _rounded(self.log_ratio)}
@@ -279,6 +293,7 @@ class PCRDefense:
         return {
             "log_ratio": self.log_ratio,
             "flagged": self.flagged,
+            "suspected": self.suspected,
             "unlearning": self.unlearning,
             "history": self.history,
         }
@@ -286,6 +301,7 @@ class PCRDefense:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.log_ratio, self.unlearning = state["log_ratio"], bool(state["unlearning"])
         self.flagged, self.history = state["flagged"], state["history"]
+        self.suspected = state.get("suspected", np.zeros_like(self.flagged))
 
     def summary(self) -> dict[str, Any]:
         """What the defense decided, for the run's records (flagged positions, detection history)."""
