@@ -79,3 +79,20 @@ def test_the_repair_epochs_unlearn_whatever_detection_found():
     assert defense.flagged.sum() == 60 and defense.unlearning
     assert _defense(scores, repair_epochs=0).repair_schedule() == (0, 0.3)
     assert _defense(scores, suppress=False).repair_schedule() == (0, 0.0)
+
+
+def test_repair_isolation_leaves_suspects_below_a_looser_bar_out():
+    # Bulk -0.5 +- 0.2; 30 targets far down (flagged); 10 samples at -1.1: 3 robust SDs down, below -1,
+    # so not flagged (3.5 SDs) but suspected at 2 SDs once the schedule is over.
+    rng = np.random.default_rng(4)
+    scores = np.array(_bulk(rng, 1000, -0.5) + [-5.0] * 30 + [-1.1] * 10)
+    defense = _defense(scores, repair_isolation=2.0)
+    defense._detect(95)
+    assert defense.flagged.sum() == 30 and not defense.suspected.any()  # not before the repair epochs
+    defense._detect(100)
+    suspects = np.flatnonzero(defense.suspected & ~defense.flagged)
+    assert set(range(1030, 1040)) <= set(suspects) and len(suspects) < 10 + 0.03 * 1000
+    assert defense.history[-1]["suspected"] == len(suspects)
+    off = _defense(scores)
+    off._detect(100)
+    assert not off.suspected.any()
