@@ -86,13 +86,13 @@ def test_repair_isolation_leaves_suspects_below_a_looser_bar_out():
     # so not flagged (3.5 SDs) but suspected at 2 SDs once the schedule is over.
     rng = np.random.default_rng(4)
     scores = np.array(_bulk(rng, 1000, -0.5) + [-5.0] * 30 + [-1.1] * 10)
-    defense = _defense(scores, repair_isolation=2.0)
+    defense = _defense(scores)  # repair_isolation 2.0 by default
     defense._detect(95)
     assert defense.flagged.sum() == 30 and not defense.suspected.any()  # not before the repair epochs
     defense._detect(100)
     suspects = np.flatnonzero(defense.suspected & ~defense.flagged)
     assert set(range(1030, 1040)) <= set(suspects) and len(suspects) < 10 + 0.03 * 1000
     assert defense.history[-1]["suspected"] == len(suspects)
-    off = _defense(scores)
+    off = _defense(scores, repair_isolation=0.0)
     off._detect(100)
     assert not off.suspected.any()

@@ -93,7 +93,7 @@ class PCRConfig:
         1, help="Epochs after the schedule in which every flagged sample is unlearnt (full; 0: none)."
     )
     repair_isolation: float = field(
-        0.0,
+        2.0,
         help="In the repair epochs, samples this many robust SDs below the median (and below max_score) are "
         "also left out of the CE, not unlearnt: poison not flagged stops re-teaching the backdoor (0: off; full).",
     )
