@@ -184,12 +184,22 @@ def test_cosine_schedule_warms_up_decays_then_anneals_the_repair_steps():
     assert factors == [0.5, 1.0, 0.8536, 0.5, 0.1464, 0.3, 0.15, 0.0]
 
 
-def test_pcr_trains_its_repair_epoch_after_the_schedule(data_dir, tmp_path):
-    settings = TrainConfig(epochs=2, batch_size=8, log_every=1)
-    summary = train(RunConfig(data=str(data_dir), defense="pcr", train=settings), tmp_path / "run", progress=False)
-    assert summary["epochs"] == 3 and summary["repair_epochs"] == 1 and summary["steps"] == 3 * 6
-    lr = {entry["step"]: entry["lr"] for entry in summary["log"]}  # the rate of the step after each entry
-    assert lr[11] < 0.02 * summary["lr"] and lr[12] == pytest.approx(0.3 * summary["lr"]) and lr[18] == 0.0
+def test_the_repair_epoch_runs_only_when_something_is_flagged(data_dir, tmp_path):
+    # The oracle control flags the 6 poisoned samples from the start: it repairs. pcr flags nothing in
+    # two epochs of 48 samples: no repair, and its run is the undefended one, weight for weight.
+    runs = {}
+    for name in ("oracle", "pcr", "none"):
+        settings = TrainConfig(epochs=2, batch_size=8, log_every=1)
+        config = RunConfig(data=str(data_dir), defense=name, train=settings)
+        runs[name] = train(config, tmp_path / name, progress=False)
+    oracle = runs["oracle"]
+    assert oracle["epochs"] == 3 and oracle["repair_epochs"] == 1 and oracle["steps"] == 3 * 6
+    lr = {entry["step"]: entry["lr"] for entry in oracle["log"]}  # the rate of the step after each entry
+    assert lr[11] < 0.02 * oracle["lr"] and lr[12] == pytest.approx(0.3 * oracle["lr"]) and lr[18] == 0.0
+    assert runs["pcr"]["defense"]["flagged_indices"] == []
+    assert runs["pcr"]["epochs"] == 2 and runs["pcr"]["repair_epochs"] == 0 and runs["pcr"]["steps"] == 12
+    pcr, none = _weights(tmp_path / "pcr"), _weights(tmp_path / "none")
+    assert all(torch.equal(pcr[key], none[key]) for key in none)
 
 
 def test_a_scoring_view_over_some_rows_matches_the_full_view_on_them(data_dir):

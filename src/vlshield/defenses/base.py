@@ -101,6 +101,9 @@ class Defense(Protocol):
     def repair_schedule(self) -> tuple[int, float]:
         """Epochs to train after the schedule ends, and their learning rate as a fraction of the peak."""
 
+    def repair_needed(self, step: int) -> bool:
+        """Asked before each repair epoch (at ``step``); False ends training there."""
+
 
 class NoDefense:
     """The undefended baseline: no views, no terms; it runs the same loop as every defense."""
@@ -129,6 +132,9 @@ class NoDefense:
 
     def repair_schedule(self) -> tuple[int, float]:
         return 0, 0.0
+
+    def repair_needed(self, step: int) -> bool:
+        return False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -97,6 +97,9 @@ class PCRConfig:
         help="In the repair epochs, samples this many robust SDs below the median (and below max_score) are "
         "also left out of the CE, not unlearnt: poison not flagged stops re-teaching the backdoor (0: off; full).",
     )
+    isolate_while_unlearning: bool = field(
+        False, help="Leave the suspects out of the CE from the start of unlearning, not only in the repair epochs."
+    )
     repair_lr: float = field(
         0.3, help="Peak learning rate of the repair epochs (cosine to 0), as a fraction of the schedule's (full)."
     )
@@ -157,10 +160,19 @@ class PCRDefense:
             return 0, 0.0
         return self.config.repair_epochs, self.config.repair_lr
 
+    def repair_needed(self, step: int) -> bool:
+        """At the start of a repair epoch: detect, then repair only if something is flagged (else the
+        run stays the undefended one: nothing was isolated, nothing unlearnt)."""
+        self._detect_once(step)
+        return bool(self.flagged.any())
+
+    def _detect_once(self, step: int) -> None:
+        if step > 0 and step % self.steps_per_epoch == 0 and not any(h["step"] == step for h in self.history):
+            self._detect(step)
+
     def views(self, batch: Batch, step: int, generator: torch.Generator) -> list[View]:
         if self.config.mode == "full":
-            if step > 0 and step % self.steps_per_epoch == 0 and not any(h["step"] == step for h in self.history):
-                self._detect(step)
+            self._detect_once(step)
             self.scored_rows = self._scored_rows(batch, generator)
             images = image_mean(batch.images[self.scored_rows], self.grid, generator)
             return [View("counterfactual", images, requires_grad=False, rows=self.scored_rows)]
@@ -275,8 +287,9 @@ class PCRDefense:
         if enough and record["flagged"] - before <= self.config.settle_growth * before:
             self.unlearning = True
         # A backdoor that installs late is flagged late; the repair epochs unlearn it whatever the schedule left.
-        if step >= self.schedule_steps:
-            self.unlearning = True
+        repairing = step >= self.schedule_steps
+        self.unlearning = self.unlearning or repairing
+        if repairing or (self.unlearning and self.config.isolate_while_unlearning):
             if self.config.repair_isolation > 0 and self.config.suppress:
                 self.suspected[:] = False
                 for group in np.unique(self.groups):

@@ -205,6 +205,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         disable=not progress or not accelerator.is_main_process,
     )
     for epoch in range(step // steps_per_epoch, epochs):
+        if epoch >= settings.epochs and not defense.repair_needed(step):
+            break
         batches = epoch_batches(
             n, settings.batch_size, settings.seed, epoch, accelerator.process_index, accelerator.num_processes
         )
@@ -248,8 +250,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
 
     summary = {
         "steps": step,
-        "epochs": epochs,
-        "repair_epochs": repair_epochs,
+        "epochs": math.ceil(step / steps_per_epoch),
+        "repair_epochs": max(0, math.ceil(step / steps_per_epoch) - settings.epochs),
         "lr": optimizer.param_groups[0]["initial_lr"],
         "train_seconds": elapsed,
         "log": log,
