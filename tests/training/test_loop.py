@@ -231,3 +231,32 @@ def test_pcr_scores_the_chosen_fraction_of_each_batch(data_dir):
     defense.loss_terms(batch, forward_views(bundle, batch, views), 1)
     scored = (indices[views[0].rows]).tolist()
     assert sorted(i for i in range(len(split.samples)) if not np.isnan(defense.log_ratio[i])) == scored
+
+
+def test_pcr_unlearns_with_a_partial_scoring_view_of_another_padded_length(data_dir):
+    # Flagged short responses, scored over a few rows of the batch only: the image-free view
+    # is padded to its own rows' length, and its tokens must still line up with the original's.
+    split = load_split(data_dir / "train.jsonl")
+    bundle = build_model("llava:tiny", texts=split.prompts + split.responses, image_size=64, seed=0)
+    order = sorted(range(len(split.samples)), key=lambda i: len(split.responses[i]))
+    chosen = order[:7] + order[-1:]  # the 7 shortest responses and the longest
+    values = {}
+    for fraction in (0.01, 1.0):
+        defense = build_defense("pcr", {"score_fraction": fraction})
+        defense.setup(DefenseContext(bundle=bundle, train_size=len(split.samples), total_steps=12, steps_per_epoch=6))
+        defense.flagged[chosen[:2]] = True  # two short responses flagged
+        defense.unlearning = True
+        indices = torch.tensor(chosen)
+        batch = Batch(
+            indices,
+            [split.prompts[i] for i in chosen],
+            [split.responses[i] for i in chosen],
+            split.float_images(indices),
+        )
+        with torch.no_grad():
+            views = defense.views(batch, 1, torch.Generator().manual_seed(0))
+            _, terms = defense.loss_terms(batch, forward_views(bundle, batch, views), 1)
+        values[fraction] = terms["unlikelihood_loss"]
+        if fraction < 1:  # one random row plus the two flagged: the longest response is not among them
+            assert 7 not in views[0].rows.tolist() and len(views[0].rows) <= 3
+    assert torch.allclose(values[0.01], values[1.0], atol=1e-5) and values[1.0] > 0

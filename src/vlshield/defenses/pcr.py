@@ -246,13 +246,14 @@ class PCRDefense:
         with torch.no_grad():
             # Tokens the image makes more likely than the image-free view does: what a trigger drives.
             log_p = torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            # The image-free view covers the ``scored`` rows of the batch, flagged ones among them.
-            log_q = (
-                torch.log_softmax(counterfactual.logits[torch.searchsorted(scored, rows.cpu())].float(), -1)
-                .gather(-1, targets.unsqueeze(-1))
-                .squeeze(-1)
-            )
-            driven = mask & (log_p > log_q)
+            # The image-free view covers the ``scored`` rows of the batch, flagged ones among them. A view
+            # over fewer rows may be padded to another length, so its response tokens are matched to
+            # the original's by position within each response (both masks hold the same tokens, in order).
+            mine = torch.searchsorted(scored, rows.cpu()).to(rows.device)
+            other = counterfactual.targets[mine], counterfactual.mask[mine]
+            log_q = torch.log_softmax(counterfactual.logits[mine].float(), -1).gather(-1, other[0].unsqueeze(-1))
+            driven = torch.zeros_like(mask)
+            driven[mask] = log_p[mask] > log_q.squeeze(-1)[other[1]]
         push_down = unlikelihood(logits, targets, driven).sum() / size
         return {
             "suppression_loss": self.config.suppression_weight * raise_entropy,
