@@ -25,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from score_gap import auroc_low  # benchmarks/ is on the path when this runs as a script
 from tqdm.auto import tqdm
 
 from vlshield.defenses.augment import image_mean
 from vlshield.defenses.base import Batch, View
+from vlshield.defenses.detection import robust_low_outliers
 from vlshield.models import build_model
 from vlshield.training.data import load_split
 from vlshield.training.forward import forward_views
@@ -63,16 +65,6 @@ def score_samples(run: Path, data: Path, batch_size: int = 64) -> tuple[dict[str
     return {name: np.array(values) for name, values in scores.items()}, poisoned, tasks
 
 
-def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties counted half."""
-    ranks = np.argsort(np.argsort(scores, kind="stable"), kind="stable") + 1.0
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    ranks = (sums / counts)[inverse]  # average ranks of ties
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def robust_sd(values: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
@@ -90,13 +82,16 @@ def main() -> None:
         for name, low in LOW_IS_POISON.items():
             values = -scores[name][rows] if low else scores[name][rows]  # high = suspicious from here on
             spread = robust_sd(values)
-            flagged = (values - np.median(values)) / max(spread, 1e-12) > 3.5
+            flagged = np.zeros(len(values), dtype=bool)
+            outliers = robust_low_outliers(-values, 3.5, max_fraction=1.0)  # pcr's outlier rule, no cap
+            if outliers is not None:
+                flagged[outliers] = True
             top = np.sort(values)[::-1][: int(0.15 * len(values)) + 1]
             gaps = top[:-1] - top[1:]
             cut = int(np.argmax(gaps[9:])) + 10 if len(gaps) > 10 else len(top)  # at least 10 samples above it
             above = values >= top[cut - 1]
             print(
-                f"  {name:9s} AUROC {auroc(values, truth):.3f} | outlier rule: {flagged.sum()} flagged, "
+                f"  {name:9s} AUROC {1 - auroc_low(values, truth):.3f} | outlier rule: {flagged.sum()} flagged, "
                 f"precision {truth[flagged].mean() if flagged.any() else 0:.2f}, "
                 f"recall {(flagged & truth).sum() / max(1, truth.sum()):.2f} | largest top gap "
                 f"{gaps[cut - 1] / max(spread, 1e-12):.2f} SD above {cut}: precision {truth[above].mean():.2f}, "

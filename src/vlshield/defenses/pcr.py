@@ -250,10 +250,11 @@ class PCRDefense:
             # over fewer rows may be padded to another length, so its response tokens are matched to
             # the original's by position within each response (both masks hold the same tokens, in order).
             mine = torch.searchsorted(scored, rows.cpu()).to(rows.device)
-            other = counterfactual.targets[mine], counterfactual.mask[mine]
-            log_q = torch.log_softmax(counterfactual.logits[mine].float(), -1).gather(-1, other[0].unsqueeze(-1))
+            q_targets, q_mask = counterfactual.targets[mine], counterfactual.mask[mine]
+            log_q = torch.log_softmax(counterfactual.logits[mine].float(), -1)
+            log_q = log_q.gather(-1, q_targets.unsqueeze(-1)).squeeze(-1)
             driven = torch.zeros_like(mask)
-            driven[mask] = log_p[mask] > log_q.squeeze(-1)[other[1]]
+            driven[mask] = log_p[mask] > log_q[q_mask]
         push_down = unlikelihood(logits, targets, driven).sum() / size
         return {
             "suppression_loss": self.config.suppression_weight * raise_entropy,
@@ -273,13 +274,9 @@ class PCRDefense:
         """Epoch end: flag far-low outliers of the score that are also below ``max_score`` (flags are sticky)."""
         record: dict[str, Any] = {"step": step, "epoch": step // self.steps_per_epoch}
         before = int(self.flagged.sum())
-        new = 0
-        for group in np.unique(self.groups):
-            seen = np.flatnonzero(~np.isnan(self.log_ratio) & (self.groups == group))
-            found = flag_rule(self.log_ratio[seen], self.config)
-            self.flagged[seen[found]] = True
-            new += len(found)
-        record["new_outliers"] = new
+        found = self._task_outliers(self.config)
+        self.flagged |= found
+        record["new_outliers"] = int(found.sum())
         record["flagged"] = int(self.flagged.sum())
         # Unlearning weakens the backdoor on every triggered input, which hides the poisoned
         # samples not flagged yet; so flagged samples are first only isolated (CE weight 0), and the
@@ -292,16 +289,21 @@ class PCRDefense:
         self.unlearning = self.unlearning or repairing
         if repairing or (self.unlearning and self.config.isolate_while_unlearning):
             if self.config.repair_isolation > 0 and self.config.suppress:
-                self.suspected[:] = False
-                for group in np.unique(self.groups):
-                    seen = np.flatnonzero(~np.isnan(self.log_ratio) & (self.groups == group))
-                    loose = dataclasses.replace(self.config, robust_threshold=self.config.repair_isolation)
-                    self.suspected[seen[flag_rule(self.log_ratio[seen], loose)]] = True
+                loose = dataclasses.replace(self.config, robust_threshold=self.config.repair_isolation)
+                self.suspected = self._task_outliers(loose)
                 record["suspected"] = int((self.suspected & ~self.flagged).sum())
         record["unlearning"] = self.unlearning
         if self.config.keep_score_history:
             record["scores"] = {"log_ratio": _rounded(self.log_ratio)}
         self.history.append(record)
+
+    def _task_outliers(self, config: PCRConfig) -> np.ndarray:
+        """[n] bool: the samples ``flag_rule`` picks under ``config``, each task's scores on their own."""
+        found = np.zeros(len(self.log_ratio), dtype=bool)
+        for group in np.unique(self.groups):
+            seen = np.flatnonzero(~np.isnan(self.log_ratio) & (self.groups == group))
+            found[seen[flag_rule(self.log_ratio[seen], config)]] = True
+        return found
 
     def state_dict(self) -> dict[str, Any]:
         return {

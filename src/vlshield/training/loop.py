@@ -248,10 +248,11 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     bar.close()
     elapsed = time.perf_counter() - started
 
+    epochs_done = math.ceil(step / steps_per_epoch)
     summary = {
         "steps": step,
-        "epochs": math.ceil(step / steps_per_epoch),
-        "repair_epochs": max(0, math.ceil(step / steps_per_epoch) - settings.epochs),
+        "epochs": epochs_done,
+        "repair_epochs": max(0, epochs_done - settings.epochs),
         "lr": optimizer.param_groups[0]["initial_lr"],
         "train_seconds": elapsed,
         "log": log,
