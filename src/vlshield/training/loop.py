@@ -241,7 +241,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
             values = {"task_loss": task_loss.item(), **{key: value.item() for key, value in terms.items()}}
             bar.update()
             bar.set_postfix({key: f"{value:.3f}" for key, value in values.items()}, refresh=False)
-            if step % settings.log_every == 0 or step == all_steps:
+            # The schedule's last step is logged too: the run ends there when no repair epoch follows.
+            if step % settings.log_every == 0 or step in (total_steps, all_steps):
                 log.append({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **values})
             if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < all_steps:
                 _save_checkpoint(accelerator, run_dir, step, defense, log)
