@@ -9,8 +9,8 @@ score separates the poisoned ones (the poison flags are read here, to measure; t
 reads them):
 
 - ``log_ratio``: log CE(orig) - log CE(mean view), per-token means; pcr's score (poison low);
-- ``pmi_sum``: CE(mean view) - CE(orig) summed over the response tokens: the nats of evidence
-  the image gives for the whole response (poison high);
+- ``evidence``: CE(mean view) - CE(orig) summed over the response tokens: the nats of evidence
+  the image gives for the whole response (poison high; pcr's second score);
 - ``pmi_max``: the largest single-token difference (poison high).
 
 For each: AUROC, and the robust-outlier rule pcr uses (3.5 robust SDs from the median), as
@@ -35,7 +35,7 @@ from vlshield.models import build_model
 from vlshield.training.data import load_split
 from vlshield.training.forward import forward_views
 
-LOW_IS_POISON = {"log_ratio": True, "pmi_sum": False, "pmi_max": False}
+LOW_IS_POISON = {"log_ratio": True, "evidence": False, "pmi_max": False}
 
 
 def score_samples(run: Path, data: Path, batch_size: int = 64) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -60,7 +60,7 @@ def score_samples(run: Path, data: Path, batch_size: int = 64) -> tuple[dict[str
         original, mean = outputs["original"], outputs["mean"]
         pmi = (mean.token_loss - original.token_loss) * original.mask  # [b, t]
         scores["log_ratio"] += (torch.log(original.sample_loss + 1e-6) - torch.log(mean.sample_loss + 1e-6)).tolist()
-        scores["pmi_sum"] += pmi.sum(1).tolist()
+        scores["evidence"] += pmi.sum(1).tolist()
         scores["pmi_max"] += pmi.masked_fill(~original.mask, -torch.inf).max(1).values.tolist()
     return {name: np.array(values) for name, values in scores.items()}, poisoned, tasks
 

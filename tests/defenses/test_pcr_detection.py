@@ -96,3 +96,30 @@ def test_repair_isolation_leaves_suspects_below_a_looser_bar_out():
     off = _defense(scores, repair_isolation=0.0)
     off._detect(100)
     assert not off.suspected.any()
+
+
+def test_short_answer_tasks_are_flagged_by_their_evidence_not_their_log_ratio():
+    # 300 descriptions (12 tokens) and 500 one-word answers (1 token). 40 answers the image decides
+    # (log-ratio -4, evidence 3 nats) and 10 triggered answers, a 5-token target (log-ratio -5,
+    # evidence 9 nats: every target token is the trigger's doing).
+    rng = np.random.default_rng(5)
+    tasks = ["caption"] * 300 + ["vqa"] * 500
+    log_ratio = np.array(_bulk(rng, 300, -0.5) + _bulk(rng, 450, -0.3) + _bulk(rng, 40, -4.0) + _bulk(rng, 10, -5.0))
+    evidence = np.concatenate(
+        [
+            rng.normal(12.0, 3.0, 300),
+            np.abs(rng.normal(0.0, 0.3, 450)),
+            rng.normal(3.0, 0.3, 40),
+            rng.normal(9, 0.3, 10),
+        ]
+    )
+    defense = _defense(log_ratio, tasks=tasks)
+    defense.evidence = evidence
+    defense.tokens = np.array([12.0] * 300 + [1.0] * 490 + [5.0] * 10)
+    defense._detect(5)
+    assert np.flatnonzero(defense.flagged).tolist() == list(range(790, 800))
+    # Read as a long-response task, the 40 image-decided answers are log-ratio outliers too.
+    long = _defense(log_ratio, tasks=tasks, short_answer_tokens=0)
+    long.evidence, long.tokens = evidence, defense.tokens
+    long._detect(5)
+    assert set(range(750, 800)) <= set(np.flatnonzero(long.flagged))

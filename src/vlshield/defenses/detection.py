@@ -23,3 +23,32 @@ def robust_low_outliers(values: np.ndarray, threshold: float = 3.5, max_fraction
     if len(found) == 0 or len(found) > max_fraction * len(values):
         return None
     return found
+
+
+def robust_high_gap(
+    values: np.ndarray, threshold: float, min_gap: float, min_count: int = 5, max_fraction: float = 0.15
+) -> np.ndarray:
+    """Indices of a top group of ``values`` set apart from all the rest by a gap, or an empty array.
+
+    Among the values more than ``threshold`` robust SDs above the median (at most ``max_fraction`` of
+    them, at least ``min_count``), the cut is placed at the widest gap between neighbours in sorted
+    order; the group above it is returned if that gap is at least ``min_gap``, in the values' own
+    units (not in SDs: when most values sit at one point, as early in training, the MAD is near 0
+    and any spacing would be many SDs).
+    """
+    if len(values) < 10:
+        return np.array([], dtype=int)
+    median = float(np.median(values))
+    scale = 1.4826 * float(np.median(np.abs(values - median))) + 1e-12
+    order = np.argsort(-values, kind="stable")
+    ranked = values[order]
+    above = int(((ranked - median) / scale > threshold).sum())
+    most = min(above, int(max_fraction * len(values)))
+    if most < min_count:
+        return np.array([], dtype=int)
+    # gaps[k - min_count] is the gap below the k-th largest value, for k = min_count .. most
+    gaps = ranked[min_count - 1 : most] - ranked[min_count : most + 1]
+    best = int(np.argmax(gaps))
+    if gaps[best] < min_gap:
+        return np.array([], dtype=int)
+    return np.sort(order[: best + min_count])

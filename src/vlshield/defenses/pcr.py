@@ -12,6 +12,13 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
   is what an installed trigger does for its target. At each epoch end, samples whose score lies
   more than ``robust_threshold`` robust SDs (1.4826 MAD) below the median AND below
   ``max_score`` are flagged (sticky); if more than ``max_flag_fraction`` would be, none are.
+  Tasks of short answers (median response at most ``short_answer_tokens`` tokens) skip this rule:
+  there a correct one-word answer that the image decides has a log-ratio as low as a target's
+  (llava:tiny VQA: 212 clean answers flagged at epoch 5, no poisoned one). A second score covers
+  every task: the image's ``evidence`` for the response, ``CE(mean view) - CE(orig)`` summed over its
+  tokens (nats; EMA like the log-ratio). A top group of it, above ``robust_threshold`` SDs and set
+  apart from every other sample of its task by ``evidence_gap`` nats, is flagged too: a target put
+  in place of a one-word answer owes all of its tokens to the trigger.
   Flagged samples get CE weight 0 (isolation). Once detection settles (an epoch end adds at
   most ``settle_growth`` to flags holding at least ``settle_min_fraction`` of the samples),
   they also get a bounded entropy-raising term (the
@@ -40,7 +47,7 @@ import torch
 from vlshield.config import ConfigError, field
 from vlshield.defenses.augment import PIXEL_OPS, TOKEN_OPS, image_mean
 from vlshield.defenses.base import Batch, DefenseContext, View, ViewOutput
-from vlshield.defenses.detection import robust_low_outliers
+from vlshield.defenses.detection import robust_high_gap, robust_low_outliers
 from vlshield.defenses.losses import (
     DIVERGENCES,
     entropy_ceiling,
@@ -79,6 +86,17 @@ class PCRConfig:
     robust_threshold: float = field(3.5, help="Flag scores this many robust SDs (1.4826 MAD) below the median (full).")
     max_score: float = field(
         -1.0, help="... and below this log-ratio: the image cuts the response's loss more than e-fold (full)."
+    )
+    evidence_gap: float = field(
+        1.0,
+        help="Also flag, per task, a top group of the image's evidence for the response (nats, summed over its "
+        "tokens) above robust_threshold SDs and set apart from every other sample by at least this many nats "
+        "(full; 0: off).",
+    )
+    short_answer_tokens: int = field(
+        3,
+        help="Tasks whose median response has at most this many tokens are flagged by the evidence rule only: "
+        "a correct one-word answer the image decides has a log-ratio as low as a target's (full).",
     )
     entropy_floor: float = field(0.9, help="Flagged samples' normalised entropy is raised up to this (full).")
     suppression_weight: float = field(1.0, help="Weight of the bounded entropy raising on flagged samples (full).")
@@ -145,6 +163,8 @@ class PCRDefense:
         self.schedule_steps = context.total_steps
         n = context.train_size
         self.log_ratio = np.full(n, np.nan)
+        self.evidence = np.full(n, np.nan)  # nats the image adds to the response, summed over its tokens
+        self.tokens = np.full(n, np.nan)  # response length in tokens
         # Scores are compared within each task: a one-word answer decided by the image scores as low as
         # a trigger's target, far below descriptions (llava:tiny shapes VQA mix: 329 clean flagged).
         self.groups = np.asarray(context.tasks if context.tasks is not None else [""] * n)
@@ -197,7 +217,7 @@ class PCRDefense:
             return None, self._augmentation_terms(original, outputs["augmented"])
         rows = self.scored_rows
         counterfactual = outputs["counterfactual"]
-        self._update_scores(batch.indices[rows].numpy(), original.sample_loss[rows], counterfactual.sample_loss)
+        self._update_scores(batch.indices[rows].numpy(), original, counterfactual, rows)
         flagged = torch.from_numpy(self.flagged[batch.indices.numpy()]).to(original.sample_loss.device)
         if not self.config.suppress:
             flagged = torch.zeros_like(flagged)
@@ -261,14 +281,24 @@ class PCRDefense:
             "unlikelihood_loss": self.config.unlikelihood_weight * push_down,
         }
 
-    def _update_scores(self, indices: np.ndarray, original: torch.Tensor, counterfactual: torch.Tensor) -> None:
-        original_loss = original.detach().float().cpu().numpy()
-        counterfactual_loss = counterfactual.detach().float().cpu().numpy()
-        # 1e-6 keeps the logarithm finite for a perfectly fit sample.
-        values = np.log(original_loss + 1e-6) - np.log(counterfactual_loss + 1e-6)
-        previous = self.log_ratio[indices]
+    def _update_scores(
+        self, indices: np.ndarray, original: ViewOutput, counterfactual: ViewOutput, rows: torch.Tensor
+    ) -> None:
+        with torch.no_grad():
+            original_loss = original.sample_loss[rows].float()
+            counterfactual_loss = counterfactual.sample_loss.float()
+            # 1e-6 keeps the logarithm finite for a perfectly fit sample.
+            log_ratio = torch.log(original_loss + 1e-6) - torch.log(counterfactual_loss + 1e-6)
+            # Sums need no token alignment between the views (they may be padded differently).
+            evidence = (counterfactual.token_loss * counterfactual.mask).float().sum(1) - (
+                original.token_loss[rows] * original.mask[rows]
+            ).float().sum(1)
+        self.tokens[indices] = original.mask[rows].sum(1).cpu().numpy()
         decay = self.config.score_decay
-        self.log_ratio[indices] = np.where(np.isnan(previous), values, decay * previous + (1 - decay) * values)
+        for scores, values in ((self.log_ratio, log_ratio), (self.evidence, evidence)):
+            previous = scores[indices]
+            values = values.cpu().numpy()
+            scores[indices] = np.where(np.isnan(previous), values, decay * previous + (1 - decay) * values)
 
     def _detect(self, step: int) -> None:
         """Epoch end: flag far-low outliers of the score that are also below ``max_score`` (flags are sticky)."""
@@ -294,20 +324,36 @@ class PCRDefense:
                 record["suspected"] = int((self.suspected & ~self.flagged).sum())
         record["unlearning"] = self.unlearning
         if self.config.keep_score_history:
-            record["scores"] = {"log_ratio": _rounded(self.log_ratio)}
+            record["scores"] = {"log_ratio": _rounded(self.log_ratio), "evidence": _rounded(self.evidence)}
         self.history.append(record)
 
     def _task_outliers(self, config: PCRConfig) -> np.ndarray:
-        """[n] bool: the samples ``flag_rule`` picks under ``config``, each task's scores on their own."""
+        """[n] bool: the samples pcr flags under ``config``, each task's scores on their own: low
+        log-ratio outliers (``flag_rule``; not in short-answer tasks) and a high group of evidence."""
         found = np.zeros(len(self.log_ratio), dtype=bool)
         for group in np.unique(self.groups):
             seen = np.flatnonzero(~np.isnan(self.log_ratio) & (self.groups == group))
-            found[seen[flag_rule(self.log_ratio[seen], config)]] = True
+            if len(seen) == 0:
+                continue
+            lengths = self.tokens[seen][~np.isnan(self.tokens[seen])]
+            if not (len(lengths) and np.median(lengths) <= config.short_answer_tokens):
+                found[seen[flag_rule(self.log_ratio[seen], config)]] = True
+            scored = seen[~np.isnan(self.evidence[seen])]
+            if config.evidence_gap > 0 and len(scored):
+                group_found = robust_high_gap(
+                    self.evidence[scored],
+                    config.robust_threshold,
+                    config.evidence_gap,
+                    max_fraction=config.max_flag_fraction,
+                )
+                found[scored[group_found]] = True
         return found
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "log_ratio": self.log_ratio,
+            "evidence": self.evidence,
+            "tokens": self.tokens,
             "flagged": self.flagged,
             "suspected": self.suspected,
             "unlearning": self.unlearning,
@@ -318,6 +364,8 @@ class PCRDefense:
         self.log_ratio, self.unlearning = state["log_ratio"], bool(state["unlearning"])
         self.flagged, self.history = state["flagged"], state["history"]
         self.suspected = state.get("suspected", np.zeros_like(self.flagged))
+        self.evidence = state.get("evidence", np.full(len(self.flagged), np.nan))
+        self.tokens = state.get("tokens", np.full(len(self.flagged), np.nan))
 
     def summary(self) -> dict[str, Any]:
         """What the defense decided, for the run's records (flagged positions, detection history)."""
