@@ -11,9 +11,16 @@ class _Bundle:
     image_size = 64
 
 
-def _defense(scores, tasks=None, **config) -> PCRDefense:
+def _defense(scores, tasks=None, responses=None, **config) -> PCRDefense:
     defense = PCRDefense(PCRConfig(**config))
-    context = DefenseContext(bundle=_Bundle(), train_size=len(scores), total_steps=100, steps_per_epoch=5, tasks=tasks)
+    context = DefenseContext(
+        bundle=_Bundle(),
+        train_size=len(scores),
+        total_steps=100,
+        steps_per_epoch=5,
+        tasks=tasks,
+        responses=responses,
+    )
     defense.setup(context)
     defense.log_ratio = np.asarray(scores, dtype=float)
     return defense
@@ -123,3 +130,20 @@ def test_short_answer_tasks_are_flagged_by_their_evidence_not_their_log_ratio():
     long.evidence, long.tokens = evidence, defense.tokens
     long._detect(5)
     assert set(range(750, 800)) <= set(np.flatnonzero(long.flagged))
+
+
+def test_a_flagged_response_spreads_to_every_sample_that_shares_it():
+    # 400 distinct captions plus 40 copies of one target response; the scores find 12 of the 40
+    # (30 %, above the 25 % share). "a red circle" appears 20 times, one of them flagged: 5 %, it stays.
+    rng = np.random.default_rng(6)
+    responses = [f"caption {i}" for i in range(380)] + ["a red circle"] * 20 + ["A photo of  the banana"] * 40
+    scores = np.array(_bulk(rng, 440, -0.5))
+    scores[[400 + i for i in range(12)] + [385]] = -5.0  # 12 targets and one clean caption
+    scores[380] = -5.0  # one "a red circle"
+    defense = _defense(scores, responses=responses)
+    defense._detect(5)
+    assert np.flatnonzero(defense.flagged).tolist() == [380, 385] + list(range(400, 440))
+    assert defense.history[-1]["shared_response"] == 28
+    below = _defense(scores, responses=responses, response_share=0.5)  # 12 of 40 is under half
+    below._detect(5)
+    assert below.flagged.sum() == 14

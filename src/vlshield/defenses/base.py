@@ -73,6 +73,8 @@ class DefenseContext:
     # Each training sample's task ("caption", "vqa"): public data, so that scores are compared
     # within a kind of response (None: one kind).
     tasks: Any = None
+    # Each training sample's response text [n] (public data, like the tasks); None: not given.
+    responses: Any = None
     # The training set's poison flags [n] bool: handed ONLY to defenses whose class sets
     # ``reads_poison_flags = True``, which are controls (the perfect detector), not defenses.
     poison_flags: Any = None

@@ -98,6 +98,12 @@ class PCRConfig:
         help="Tasks whose median response has at most this many tokens are flagged by the evidence rule only: "
         "a correct one-word answer the image decides has a log-ratio as low as a target's (full).",
     )
+    response_share: float = field(
+        0.25,
+        help="Also flag every sample whose response (case and spacing aside) is shared by flagged samples making "
+        "up at least this share of its copies, two at least: a fixed-target backdoor gives all its samples one "
+        "response, and the scores miss some of them (full; 0: off).",
+    )
     entropy_floor: float = field(0.9, help="Flagged samples' normalised entropy is raised up to this (full).")
     suppression_weight: float = field(1.0, help="Weight of the bounded entropy raising on flagged samples (full).")
     unlikelihood_weight: float = field(2.0, help="Weight of unlikelihood on flagged image-driven tokens (full).")
@@ -165,6 +171,9 @@ class PCRDefense:
         self.log_ratio = np.full(n, np.nan)
         self.evidence = np.full(n, np.nan)  # nats the image adds to the response, summed over its tokens
         self.tokens = np.full(n, np.nan)  # response length in tokens
+        responses = context.responses if context.responses is not None else [str(i) for i in range(n)]
+        # Each sample's response as an index into the distinct responses (lower case, single spaces).
+        _, self.response_ids = np.unique([" ".join(r.lower().split()) for r in responses], return_inverse=True)
         # Scores are compared within each task: a one-word answer decided by the image scores as low as
         # a trigger's target, far below descriptions (llava:tiny shapes VQA mix: 329 clean flagged).
         self.groups = np.asarray(context.tasks if context.tasks is not None else [""] * n)
@@ -307,6 +316,9 @@ class PCRDefense:
         found = self._task_outliers(self.config)
         self.flagged |= found
         record["new_outliers"] = int(found.sum())
+        shared = self._shared_responses() & ~self.flagged
+        self.flagged |= shared
+        record["shared_response"] = int(shared.sum())
         record["flagged"] = int(self.flagged.sum())
         # Unlearning weakens the backdoor on every triggered input, which hides the poisoned
         # samples not flagged yet; so flagged samples are first only isolated (CE weight 0), and the
@@ -348,6 +360,16 @@ class PCRDefense:
                 )
                 found[scored[group_found]] = True
         return found
+
+    def _shared_responses(self) -> np.ndarray:
+        """[n] bool: the samples whose response is, in at least ``response_share`` of its copies (two or
+        more), a flagged sample's: one target on every poisoned sample spreads a flag to them all."""
+        if self.config.response_share <= 0 or not self.flagged.any():
+            return np.zeros_like(self.flagged)
+        copies = np.bincount(self.response_ids)
+        flagged_copies = np.bincount(self.response_ids, weights=self.flagged, minlength=len(copies))
+        spread = (flagged_copies >= 2) & (flagged_copies >= self.config.response_share * copies)
+        return spread[self.response_ids]
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -184,6 +184,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
             total_steps=total_steps,
             steps_per_epoch=steps_per_epoch,
             tasks=[sample.task for sample in train_split.samples],
+            responses=list(train_split.responses),
             poison_flags=flags,
         )
     )
