@@ -65,14 +65,20 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
 
 
 def git_revision() -> str | None:
-    """The git commit of the vlshield source tree, or None outside a checkout."""
+    """The git commit of the vlshield source tree, with "+dirty" when its files differ from that
+    commit's (a result then came from uncommitted code), or None outside a checkout."""
+    here = Path(__file__).parent
     try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."], cwd=here, capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
+    dirty = status.returncode == 0 and bool(status.stdout.strip())
+    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def package_versions() -> dict[str, str]:
