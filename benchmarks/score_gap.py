@@ -9,7 +9,10 @@ Train an UNDEFENDED-in-effect run that only records the scores, then plot them::
 
 Prints, per epoch end, the AUROC of "poisoned scores lower than clean", the medians, and what
 pcr's flagging rule (its defaults: robust z < -3.5 and log-ratio < -1) would flag and how precisely; writes
-histograms of three epochs. Reads the poison flags: an evaluation, not a defense.
+histograms of three epochs. With several tasks in the data (VQA: questions and descriptions), also
+prints per task what each of pcr's two rules would flag (count / poisoned among them): the log-ratio
+rule and the evidence gap rule (``robust_high_gap``, 3.5 SDs, a 1-nat gap), before the response
+spread. Reads the poison flags: an evaluation, not a defense.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vlshield.data.manifest import read_manifest  # noqa: E402
+from vlshield.defenses.detection import robust_high_gap  # noqa: E402
 from vlshield.defenses.pcr import PCRConfig, flag_rule  # noqa: E402
 
 
@@ -34,6 +38,31 @@ def auroc_low(scores: np.ndarray, positive: np.ndarray) -> float:
     below = (low[:, None] < high[None, :]).mean()
     ties = (low[:, None] == high[None, :]).mean()
     return float(below + ties / 2)
+
+
+def print_rules_by_task(history: list[dict], poisoned: np.ndarray, tasks: np.ndarray) -> None:
+    """Per epoch and task: what the log-ratio rule and the evidence gap rule would flag."""
+    config = PCRConfig()
+    print("epoch  task: poisoned | log-ratio rule flags/poisoned | evidence gap rule flags/poisoned")
+    for record in history:
+        if "evidence" not in record["scores"]:
+            continue
+        cells = []
+        for task in np.unique(tasks):
+            rows = np.flatnonzero(tasks == task)
+            log_ratio = np.array(record["scores"]["log_ratio"], dtype=float)[rows]
+            evidence = np.array(record["scores"]["evidence"], dtype=float)[rows]
+            by_ratio = rows[flag_rule(log_ratio, config)]
+            by_evidence = rows[
+                robust_high_gap(
+                    evidence, config.robust_threshold, config.evidence_gap, max_fraction=config.max_flag_fraction
+                )
+            ]
+            cells.append(
+                f"{task}: {poisoned[rows].sum()} | {len(by_ratio)}/{poisoned[by_ratio].sum()}"
+                f" | {len(by_evidence)}/{poisoned[by_evidence].sum()}"
+            )
+        print(f"{record['epoch']:5d}  " + "   ".join(cells))
 
 
 def main() -> None:
@@ -46,7 +75,9 @@ def main() -> None:
     history = [record for record in summary["defense"]["detections"] if "scores" in record]
     if not history:
         raise SystemExit(f"{args.run}: no score history; train with defense_options.keep_score_history=true")
-    poisoned = np.array([bool(s.meta.get("poisoned")) for s in read_manifest(Path(args.data) / "train.jsonl")])
+    samples = read_manifest(Path(args.data) / "train.jsonl")
+    poisoned = np.array([bool(s.meta.get("poisoned")) for s in samples])
+    tasks = np.array([s.task for s in samples])
     print("epoch  auroc  poison-median  clean-median  rule-flags  rule-precision")
     for record in history:
         scores = np.array(record["scores"]["log_ratio"], dtype=float)
@@ -56,6 +87,8 @@ def main() -> None:
             f"{record['epoch']:5d}  {auroc_low(scores, poisoned):.3f}  {np.median(scores[poisoned]):13.2f}"
             f"  {np.median(scores[~poisoned]):12.2f}  {len(found):10d}  {precision:>14}"
         )
+    if len(np.unique(tasks)) > 1:
+        print_rules_by_task(history, poisoned, tasks)
     chosen = [history[0], history[len(history) // 2], history[-1]]
     figure, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharey=False)
     for axis, record in zip(axes, chosen, strict=True):
