@@ -105,7 +105,7 @@ def test_repair_isolation_leaves_suspects_below_a_looser_bar_out():
     assert not off.suspected.any()
 
 
-def test_short_answer_tasks_are_flagged_by_their_evidence_not_their_log_ratio():
+def test_short_answer_tasks_are_flagged_by_their_evidence_long_ones_by_their_log_ratio():
     # 300 descriptions (12 tokens) and 500 one-word answers (1 token). 40 answers the image decides
     # (log-ratio -4, evidence 3 nats) and 10 triggered answers, a 5-token target (log-ratio -5,
     # evidence 9 nats: every target token is the trigger's doing).
@@ -120,6 +120,7 @@ def test_short_answer_tasks_are_flagged_by_their_evidence_not_their_log_ratio():
             rng.normal(9, 0.3, 10),
         ]
     )
+    evidence[:8] = 40.0  # 8 descriptions the image decides far more than the rest: not read in a long task
     defense = _defense(log_ratio, tasks=tasks)
     defense.evidence = evidence
     defense.tokens = np.array([12.0] * 300 + [1.0] * 490 + [5.0] * 10)

@@ -12,13 +12,17 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
   is what an installed trigger does for its target. At each epoch end, samples whose score lies
   more than ``robust_threshold`` robust SDs (1.4826 MAD) below the median AND below
   ``max_score`` are flagged (sticky); if more than ``max_flag_fraction`` would be, none are.
-  Tasks of short answers (median response at most ``short_answer_tokens`` tokens) skip this rule:
-  there a correct one-word answer that the image decides has a log-ratio as low as a target's
-  (llava:tiny VQA: 212 clean answers flagged at epoch 5, no poisoned one). A second score covers
-  every task: the image's ``evidence`` for the response, ``CE(mean view) - CE(orig)`` summed over its
-  tokens (nats; EMA like the log-ratio). A top group of it, above ``robust_threshold`` SDs and set
-  apart from every other sample of its task by ``evidence_gap`` nats, is flagged too: a target put
-  in place of a one-word answer owes all of its tokens to the trigger.
+  Tasks of short answers (median response at most ``short_answer_tokens`` tokens) use another
+  score: there a correct one-word answer that the image decides has a log-ratio as low as a
+  target's (llava:tiny VQA: 212 clean answers flagged at epoch 5, no poisoned one). It is the
+  image's ``evidence`` for the response, ``CE(mean view) - CE(orig)`` summed over its tokens (nats;
+  EMA like the log-ratio); a top group of it, above ``robust_threshold`` SDs and set apart from
+  every other sample of its task by ``evidence_gap`` nats, is flagged: a target put in place of a
+  one-word answer owes all of its tokens to the trigger. (On captions it flagged clean samples:
+  llava:tiny badnet, 5 at epoch 1.) Then a flag spreads to every sample sharing its response
+  when flagged copies make up ``response_share`` of that response's copies: a fixed-target
+  backdoor gives all its samples one response, and the scores find only those whose backdoor
+  has installed by then (qwen2_5_vl:tiny badnet seeds 1, 2: 66 and 59 of 100, ASR 30 and 44 %).
   Flagged samples get CE weight 0 (isolation). Once detection settles (an epoch end adds at
   most ``settle_growth`` to flags holding at least ``settle_min_fraction`` of the samples),
   they also get a bounded entropy-raising term (the
@@ -89,14 +93,15 @@ class PCRConfig:
     )
     evidence_gap: float = field(
         1.0,
-        help="Also flag, per task, a top group of the image's evidence for the response (nats, summed over its "
-        "tokens) above robust_threshold SDs and set apart from every other sample by at least this many nats "
-        "(full; 0: off).",
+        help="In short-answer tasks, flag a top group of the image's evidence for the response (nats, summed "
+        "over its tokens) above robust_threshold SDs and set apart from every other sample by at least this "
+        "many nats (full; 0: no rule for those tasks).",
     )
     short_answer_tokens: int = field(
         3,
-        help="Tasks whose median response has at most this many tokens are flagged by the evidence rule only: "
-        "a correct one-word answer the image decides has a log-ratio as low as a target's (full).",
+        help="Tasks whose median response has at most this many tokens are flagged by the evidence rule, not "
+        "the log-ratio rule: a correct one-word answer the image decides has a log-ratio as low as a target's "
+        "(full).",
     )
     response_share: float = field(
         0.25,
@@ -341,7 +346,7 @@ class PCRDefense:
 
     def _task_outliers(self, config: PCRConfig) -> np.ndarray:
         """[n] bool: the samples pcr flags under ``config``, each task's scores on their own: low
-        log-ratio outliers (``flag_rule``; not in short-answer tasks) and a high group of evidence."""
+        log-ratio outliers (``flag_rule``), or in a short-answer task a high group of evidence."""
         found = np.zeros(len(self.log_ratio), dtype=bool)
         for group in np.unique(self.groups):
             seen = np.flatnonzero(~np.isnan(self.log_ratio) & (self.groups == group))
@@ -350,6 +355,7 @@ class PCRDefense:
             lengths = self.tokens[seen][~np.isnan(self.tokens[seen])]
             if not (len(lengths) and np.median(lengths) <= config.short_answer_tokens):
                 found[seen[flag_rule(self.log_ratio[seen], config)]] = True
+                continue
             scored = seen[~np.isnan(self.evidence[seen])]
             if config.evidence_gap > 0 and len(scored):
                 group_found = robust_high_gap(
