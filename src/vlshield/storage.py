@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -81,6 +82,16 @@ def git_revision() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
+def source_sha256() -> str:
+    """SHA-256 over the vlshield package's Python files (paths and contents): the code a run used,
+    committed or not, so that a run is never resumed by different code."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def package_versions() -> dict[str, str]:
     """Versions of the packages that decide a result."""
     versions = {"vlshield": __version__, "python": platform.python_version()}
@@ -93,5 +104,5 @@ def package_versions() -> dict[str, str]:
 
 
 def run_info() -> dict[str, Any]:
-    """Provenance stored with every artifact: git revision and package versions."""
-    return {"git_revision": git_revision(), "versions": package_versions()}
+    """Provenance stored with every artifact: git revision, source hash and package versions."""
+    return {"git_revision": git_revision(), "source_sha256": source_sha256(), "versions": package_versions()}

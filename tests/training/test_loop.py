@@ -19,6 +19,7 @@ from vlshield.defenses import build_defense
 from vlshield.defenses.base import Batch, DefenseContext, View
 from vlshield.models import build_model
 from vlshield.poisoning import PoisonConfig, poison_dataset
+from vlshield.storage import source_sha256
 from vlshield.training.config import RunConfig, TrainConfig
 from vlshield.training.data import load_split
 from vlshield.training.forward import forward_views, response_cross_entropy
@@ -116,6 +117,12 @@ def test_bad_input_gives_clear_errors_and_overwrites_nothing(data_dir, tmp_path)
     with pytest.raises(ConfigError, match="already holds a run"):
         train(_config(data_dir, epochs=1), run, progress=False)
     assert (run / "config.json").read_bytes() == before
+    # A run started by other code (another source hash) is not resumed: it would mix two versions.
+    record = json.loads(before)
+    assert record["source_sha256"] == source_sha256()
+    (run / "config.json").write_text(json.dumps({**record, "source_sha256": "0" * 64}))
+    with pytest.raises(ConfigError, match="started by other vlshield code"):
+        train(_config(data_dir, epochs=1), run, resume=True, progress=False)
 
 
 def test_model_image_size_must_fit_the_data(data_dir, tmp_path):

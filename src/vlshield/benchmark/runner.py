@@ -10,7 +10,8 @@ Layout of a results directory ``OUT``:
     OUT/grids/<name>.json     the resolved grid of the last invocation
 
 A cell whose file says "ok" is skipped, so a killed benchmark resumes where it stopped (a cell
-killed mid-training resumes from its last checkpoint). A cell whose file says "failed" is run
+killed mid-training resumes from its last checkpoint, or starts again if the vlshield source has
+changed since). A cell whose file says "failed" is run
 again by the next invocation. ``Shard(i, n)`` takes the cells whose index in ``grid.cells()``
 is ``i`` modulo ``n``, so n processes split a grid without talking to each other, e.g. a SLURM
 array: ``vlshield benchmark --grid paper --out results --shard $SLURM_ARRAY_TASK_ID/8``. Several

@@ -24,7 +24,7 @@ from vlshield.defenses import build_defense
 from vlshield.defenses.base import Batch, DefenseContext
 from vlshield.models import build_model
 from vlshield.poisoning import read_dataset_config
-from vlshield.storage import atomic_write_json, run_info
+from vlshield.storage import atomic_write_json, run_info, source_sha256
 from vlshield.training.config import RunConfig
 from vlshield.training.data import LoadedSplit, epoch_batches, load_split, require_dataset_dir
 from vlshield.training.forward import forward_views
@@ -55,11 +55,18 @@ def cosine_schedule(
 
 
 def _check_resume(run_dir: Path, config: RunConfig) -> None:
-    """A resumed run must have been started with exactly this config; name the first key that differs."""
+    """A resumed run must have been started with exactly this config, by the same code; name the first
+    key that differs."""
     saved_path = run_dir / "config.json"
     if not saved_path.is_file():
         raise ConfigError(f"--resume: {run_dir} has no config.json; nothing to resume")
-    saved = json.loads(saved_path.read_text())["run"]
+    record = json.loads(saved_path.read_text())
+    saved = record["run"]
+    if record.get("source_sha256") not in (None, source_sha256()):
+        raise ConfigError(
+            f"--resume: {run_dir} was started by other vlshield code (revision {record.get('git_revision')}, "
+            "source changed since); resuming would mix two versions of the code; use a new --out"
+        )
     current = json.loads(json.dumps(to_dict(config)))
     differences = _differences(saved, current)
     if differences:
