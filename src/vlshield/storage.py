@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -65,9 +66,12 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     os.replace(tmp, path)
 
 
+@functools.cache
 def git_revision() -> str | None:
     """The git commit of the vlshield source tree, with "+dirty" when its files differ from that
-    commit's (a result then came from uncommitted code), or None outside a checkout."""
+    commit's (a result then came from uncommitted code), or None outside a checkout. Read once per
+    process, as near as can be to when the code was loaded: a commit made while a benchmark runs
+    does not relabel the cells it runs afterwards with the old code."""
     here = Path(__file__).parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
@@ -82,9 +86,10 @@ def git_revision() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
+@functools.cache
 def source_sha256() -> str:
     """SHA-256 over the vlshield package's Python files (paths and contents): the code a run used,
-    committed or not, so that a run is never resumed by different code."""
+    committed or not, so that a run is never resumed by different code. Read once per process."""
     root = Path(__file__).parent
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
