@@ -176,9 +176,12 @@ class PCRDefense:
         self.log_ratio = np.full(n, np.nan)
         self.evidence = np.full(n, np.nan)  # nats the image adds to the response, summed over its tokens
         self.tokens = np.full(n, np.nan)  # response length in tokens
-        responses = context.responses if context.responses is not None else [str(i) for i in range(n)]
-        # Each sample's response as an index into the distinct responses (lower case, single spaces).
-        _, self.response_ids = np.unique([" ".join(r.lower().split()) for r in responses], return_inverse=True)
+        # Each sample's response as an index into the distinct responses (lower case, single spaces);
+        # without the responses, every sample is its own.
+        self.response_ids = np.arange(n)
+        if context.responses is not None:
+            normalised = [" ".join(response.lower().split()) for response in context.responses]
+            _, self.response_ids = np.unique(normalised, return_inverse=True)
         # Scores are compared within each task: a one-word answer decided by the image scores as low as
         # a trigger's target, far below descriptions (llava:tiny shapes VQA mix: 329 clean flagged).
         self.groups = np.asarray(context.tasks if context.tasks is not None else [""] * n)
@@ -303,10 +306,9 @@ class PCRDefense:
             counterfactual_loss = counterfactual.sample_loss.float()
             # 1e-6 keeps the logarithm finite for a perfectly fit sample.
             log_ratio = torch.log(original_loss + 1e-6) - torch.log(counterfactual_loss + 1e-6)
-            # Sums need no token alignment between the views (they may be padded differently).
-            evidence = (counterfactual.token_loss * counterfactual.mask).float().sum(1) - (
-                original.token_loss[rows] * original.mask[rows]
-            ).float().sum(1)
+            # token_loss is 0 off the response; sums need no token alignment between the views (they
+            # may be padded differently).
+            evidence = counterfactual.token_loss.float().sum(1) - original.token_loss[rows].float().sum(1)
         self.tokens[indices] = original.mask[rows].sum(1).cpu().numpy()
         decay = self.config.score_decay
         for scores, values in ((self.log_ratio, log_ratio), (self.evidence, evidence)):
