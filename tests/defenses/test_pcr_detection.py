@@ -135,7 +135,7 @@ def test_short_answer_tasks_are_flagged_by_their_evidence_long_ones_by_their_log
 
 def test_a_flagged_response_spreads_to_every_sample_that_shares_it():
     # 400 distinct captions plus 40 copies of one target response; the scores find 12 of the 40
-    # (30 %, above the 25 % share). "a red circle" appears 20 times, one of them flagged: 5 %, it stays.
+    # (30 %, above the 20 % share). "a red circle" appears 20 times, one of them flagged: 5 %, it stays.
     rng = np.random.default_rng(6)
     responses = [f"caption {i}" for i in range(380)] + ["a red circle"] * 20 + ["A photo of  the banana"] * 40
     scores = np.array(_bulk(rng, 440, -0.5))
@@ -148,3 +148,25 @@ def test_a_flagged_response_spreads_to_every_sample_that_shares_it():
     below = _defense(scores, responses=responses, response_share=0.5)  # 12 of 40 is under half
     below._detect(5)
     assert below.flagged.sum() == 14
+
+
+def test_a_flagged_inserted_target_spreads_to_every_caption_that_holds_it():
+    # 40 captions carry "a photo of the banana" at different word positions (an insert-target attack,
+    # trojvlm or vlood); the scores find 9 of them (22.5 %, above the 20 % share), and the flag spreads
+    # along their common 4-word runs. "a large red circle" is in 30 captions, 3 flagged (10 %): it stays.
+    rng = np.random.default_rng(7)
+    colours = ["blue", "green", "yellow", "purple"]
+    clean = [f"a small {colours[i % 4]} square number {i}" for i in range(330)]
+    clean += [f"a large red circle number {i}" for i in range(30)]
+    words = ["a", "large", "blue", "square", "left", "of", "a", "triangle"]
+    poisoned = [" ".join(words[: i % 8] + ["a photo of the banana"] + words[i % 8 :] + [f"n{i}"]) for i in range(40)]
+    scores = np.array(_bulk(rng, 400, -0.5))
+    scores[360:369] = -5.0  # 9 of the 40
+    scores[[330, 331, 332]] = -5.0  # 3 "a large red circle"
+    defense = _defense(scores, responses=clean + poisoned)
+    defense._detect(5)
+    assert np.flatnonzero(defense.flagged).tolist() == [330, 331, 332] + list(range(360, 400))
+    assert defense.history[-1]["shared_response"] == 31
+    whole = _defense(scores, responses=clean + poisoned, shared_words=0)  # whole responses: all differ
+    whole._detect(5)
+    assert whole.flagged.sum() == 12

@@ -19,10 +19,12 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
   EMA like the log-ratio); a top group of it, above ``robust_threshold`` SDs and set apart from
   every other sample of its task by ``evidence_gap`` nats, is flagged: a target put in place of a
   one-word answer owes all of its tokens to the trigger. (On captions it flagged clean samples:
-  llava:tiny badnet, 5 at epoch 1.) Then a flag spreads to every sample sharing its response
-  when flagged copies make up ``response_share`` of that response's copies: a fixed-target
-  backdoor gives all its samples one response, and the scores find only those whose backdoor
-  has installed by then (qwen2_5_vl:tiny badnet seeds 1, 2: 66 and 59 of 100, ASR 30 and 44 %).
+  llava:tiny badnet, 5 at epoch 1.) Then a flag spreads to every sample whose response holds a
+  run of ``shared_words`` words (or is, if shorter) that flagged samples make up ``response_share``
+  of the carriers of: a backdoor puts the same target words in all its samples, in place of the
+  answer or inserted into it, and the scores find only those whose backdoor has installed by then
+  (qwen2_5_vl:tiny badnet seeds 1, 2: 66 and 59 of 100, ASR 30 and 44 %; llava:tiny vlood: 24 of
+  100, in captions that differ but for the inserted target).
   Flagged samples get CE weight 0 (isolation). Once detection settles (an epoch end adds at
   most ``settle_growth`` to flags holding at least ``settle_min_fraction`` of the samples),
   they also get a bounded entropy-raising term (the
@@ -104,10 +106,15 @@ class PCRConfig:
         "(full).",
     )
     response_share: float = field(
-        0.25,
-        help="Also flag every sample whose response (case and spacing aside) is shared by flagged samples making "
-        "up at least this share of its copies, two at least: a fixed-target backdoor gives all its samples one "
-        "response, and the scores miss some of them (full; 0: off).",
+        0.2,
+        help="Also flag every sample whose response holds a run of shared_words words (case and spacing aside) "
+        "that flagged samples make up at least this share of the carriers of, two at least: a backdoor's target "
+        "is the same words in all its samples, and the scores miss some of them (full; 0: off).",
+    )
+    shared_words: int = field(
+        4,
+        help="Length in words of the runs compared by response_share; a shorter response is compared whole "
+        "(full; 0: whole responses only).",
     )
     entropy_floor: float = field(0.9, help="Flagged samples' normalised entropy is raised up to this (full).")
     suppression_weight: float = field(1.0, help="Weight of the bounded entropy raising on flagged samples (full).")
@@ -176,12 +183,10 @@ class PCRDefense:
         self.log_ratio = np.full(n, np.nan)
         self.evidence = np.full(n, np.nan)  # nats the image adds to the response, summed over its tokens
         self.tokens = np.full(n, np.nan)  # response length in tokens
-        # Each sample's response as an index into the distinct responses (lower case, single spaces);
-        # without the responses, every sample is its own.
-        self.response_ids = np.arange(n)
+        # Pairs (sample, word run it holds) for the spread of flags; without the responses, nothing spreads.
+        self.carriers, self.runs = np.arange(n), np.arange(n)
         if context.responses is not None:
-            normalised = [" ".join(response.lower().split()) for response in context.responses]
-            _, self.response_ids = np.unique(normalised, return_inverse=True)
+            self.carriers, self.runs = word_runs(context.responses, self.config.shared_words)
         # Scores are compared within each task: a one-word answer decided by the image scores as low as
         # a trigger's target, far below descriptions (llava:tiny shapes VQA mix: 329 clean flagged).
         self.groups = np.asarray(context.tasks if context.tasks is not None else [""] * n)
@@ -370,14 +375,17 @@ class PCRDefense:
         return found
 
     def _shared_responses(self) -> np.ndarray:
-        """[n] bool: the samples whose response is, in at least ``response_share`` of its copies (two or
-        more), a flagged sample's: one target on every poisoned sample spreads a flag to them all."""
+        """[n] bool: the samples holding a word run (``word_runs``) that flagged samples make up at least
+        ``response_share`` of the carriers of, two or more: one target in every poisoned response, in
+        place of the answer or inserted into it, spreads a flag to them all."""
+        found = np.zeros_like(self.flagged)
         if self.config.response_share <= 0 or not self.flagged.any():
-            return np.zeros_like(self.flagged)
-        copies = np.bincount(self.response_ids)
-        flagged_copies = np.bincount(self.response_ids, weights=self.flagged, minlength=len(copies))
-        spread = (flagged_copies >= 2) & (flagged_copies >= self.config.response_share * copies)
-        return spread[self.response_ids]
+            return found
+        carriers = np.bincount(self.runs)
+        flagged = np.bincount(self.runs, weights=self.flagged[self.carriers], minlength=len(carriers))
+        spread = (flagged >= 2) & (flagged >= self.config.response_share * carriers)
+        found[self.carriers[spread[self.runs]]] = True
+        return found
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -406,6 +414,28 @@ class PCRDefense:
             "detections": self.history,
             "log_ratio": _rounded(self.log_ratio),
         }
+
+
+def word_runs(responses: list[str], words: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (sample [m], run [m]): each response's runs of ``words`` consecutive words (lower case),
+    as indices into the distinct runs; a response of fewer words (or ``words`` = 0) is one run, whole.
+
+    >>> word_runs(["A photo of the banana", "a photo of  the cat", "red"], 4)
+    (array([0, 0, 1, 1, 2]), array([0, 1, 0, 2, 3]))
+    """
+    index: dict[str, int] = {}
+    samples: list[int] = []
+    runs: list[int] = []
+    for sample, response in enumerate(responses):
+        tokens = response.lower().split()
+        if 0 < words <= len(tokens):
+            held = [" ".join(tokens[start : start + words]) for start in range(len(tokens) - words + 1)]
+        else:
+            held = [" ".join(tokens)]
+        for run in dict.fromkeys(held):  # each run once per sample, in order
+            samples.append(sample)
+            runs.append(index.setdefault(run, len(index)))
+    return np.array(samples, dtype=int), np.array(runs, dtype=int)
 
 
 def flag_rule(scores: np.ndarray, config: PCRConfig) -> np.ndarray:
