@@ -6,15 +6,8 @@ from typing import Any
 
 from vlshield.config import ConfigError, from_dict
 from vlshield.defenses.base import DEFENSES, Defense, NoDefense, NoDefenseConfig, register_defense
-from vlshield.defenses.pcr import (
-    OracleFlags,
-    PCRAugConfig,
-    PCRAugCrossConfig,
-    PCRConfig,
-    PCRDefense,
-    RandomFlags,
-    RandomFlagsConfig,
-)
+from vlshield.defenses.controls import OracleFlags, RandomFlags, RandomFlagsConfig
+from vlshield.defenses.pcr import PCRAugConfig, PCRAugCrossConfig, PCRConfig, PCRDefense
 
 register_defense("none", NoDefenseConfig, NoDefense)
 register_defense("pcr", PCRConfig, PCRDefense)

@@ -1,4 +1,5 @@
-"""Finding the few samples whose score lies far below the bulk: a median / MAD rule."""
+"""Finding the few samples whose score lies far from the bulk (median / MAD rules), and the word runs
+along which a flag spreads to samples sharing a target's words."""
 
 from __future__ import annotations
 
@@ -52,3 +53,25 @@ def robust_high_gap(
     if gaps[best] < min_gap:
         return np.array([], dtype=int)
     return np.sort(order[: best + min_count])
+
+
+def word_runs(responses: list[str], words: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (sample [m], run [m]): each response's runs of ``words`` consecutive words (lower case),
+    as indices into the distinct runs; a response of fewer words (or ``words`` = 0) is one run, whole.
+
+    >>> word_runs(["A photo of the banana", "a photo of  the cat", "red"], 4)
+    (array([0, 0, 1, 1, 2]), array([0, 1, 0, 2, 3]))
+    """
+    index: dict[str, int] = {}
+    samples: list[int] = []
+    runs: list[int] = []
+    for sample, response in enumerate(responses):
+        tokens = response.lower().split()
+        if 0 < words <= len(tokens):
+            held = [" ".join(tokens[start : start + words]) for start in range(len(tokens) - words + 1)]
+        else:
+            held = [" ".join(tokens)]
+        for run in dict.fromkeys(held):  # each run once per sample, in order
+            samples.append(sample)
+            runs.append(index.setdefault(run, len(index)))
+    return np.array(samples, dtype=int), np.array(runs, dtype=int)

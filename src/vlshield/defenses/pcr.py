@@ -53,7 +53,7 @@ import torch
 from vlshield.config import ConfigError, field
 from vlshield.defenses.augment import PIXEL_OPS, TOKEN_OPS, image_mean
 from vlshield.defenses.base import Batch, DefenseContext, View, ViewOutput
-from vlshield.defenses.detection import robust_high_gap, robust_low_outliers
+from vlshield.defenses.detection import robust_high_gap, robust_low_outliers, word_runs
 from vlshield.defenses.losses import (
     DIVERGENCES,
     entropy_ceiling,
@@ -416,28 +416,6 @@ class PCRDefense:
         }
 
 
-def word_runs(responses: list[str], words: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (sample [m], run [m]): each response's runs of ``words`` consecutive words (lower case),
-    as indices into the distinct runs; a response of fewer words (or ``words`` = 0) is one run, whole.
-
-    >>> word_runs(["A photo of the banana", "a photo of  the cat", "red"], 4)
-    (array([0, 0, 1, 1, 2]), array([0, 1, 0, 2, 3]))
-    """
-    index: dict[str, int] = {}
-    samples: list[int] = []
-    runs: list[int] = []
-    for sample, response in enumerate(responses):
-        tokens = response.lower().split()
-        if 0 < words <= len(tokens):
-            held = [" ".join(tokens[start : start + words]) for start in range(len(tokens) - words + 1)]
-        else:
-            held = [" ".join(tokens)]
-        for run in dict.fromkeys(held):  # each run once per sample, in order
-            samples.append(sample)
-            runs.append(index.setdefault(run, len(index)))
-    return np.array(samples, dtype=int), np.array(runs, dtype=int)
-
-
 def flag_rule(scores: np.ndarray, config: PCRConfig) -> np.ndarray:
     """Positions of ``scores`` (one task's) that pcr flags: robust low outliers also below ``max_score``."""
     found = robust_low_outliers(scores, config.robust_threshold, config.max_flag_fraction)
@@ -463,53 +441,3 @@ class PCRAugCrossConfig(PCRConfig):
     """Ablation: pcr with augmentation and the cross-view hinge, no detection."""
 
     mode: Mode = field("aug_cross", help="Fixed by the ablation's name (augmentation + cross-view).")
-
-
-class OracleFlags(PCRDefense):
-    """Control, not a defense: PCR's suppression applied to the TRUE poisoned samples from step 0.
-
-    The ceiling of detect-then-suppress (a perfect detector). It reads the poison flags, which
-    only classes declaring ``reads_poison_flags`` are given; PCR itself never is.
-    """
-
-    name = "oracle"
-    reads_poison_flags = True
-
-    def setup(self, context: DefenseContext) -> None:
-        super().setup(context)
-        if context.poison_flags is None:
-            raise ConfigError(f"defense {self.name!r} needs the poison flags, and the loop gave none")
-        self.flagged = self.control_flags(np.asarray(context.poison_flags, dtype=bool))
-        self.unlearning = True  # the flags are complete from the first step
-
-    def control_flags(self, poisoned: np.ndarray) -> np.ndarray:
-        return poisoned.copy()
-
-    def _detect(self, step: int) -> None:
-        """The flags are fixed at setup; nothing to detect."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RandomFlagsConfig(PCRConfig):
-    """PCR's suppression settings plus the seed of the random flags."""
-
-    flag_seed: int = field(0, help="Seed of the random choice of flagged samples.")
-
-
-RANDOM_FLAGS_STREAM = 0x464C4147  # "FLAG"
-
-
-class RandomFlags(OracleFlags):
-    """Control: PCR's suppression on random samples, as many as are poisoned (what suppression alone costs)."""
-
-    name = "random_flags"
-    config: RandomFlagsConfig
-
-    def control_flags(self, poisoned: np.ndarray) -> np.ndarray:
-        # A stream of its own: default_rng(seed).choice is also how poisoning picks its samples, and
-        # the same draw would turn this control into the perfect detector.
-        rng = np.random.default_rng([self.config.flag_seed, RANDOM_FLAGS_STREAM])
-        chosen = rng.choice(len(poisoned), int(poisoned.sum()), replace=False)
-        flags = np.zeros(len(poisoned), dtype=bool)
-        flags[chosen] = True
-        return flags
