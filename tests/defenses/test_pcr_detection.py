@@ -11,7 +11,7 @@ class _Bundle:
     image_size = 64
 
 
-def _defense(scores, tasks=None, responses=None, **config) -> PCRDefense:
+def _defense(scores, tasks=None, responses=None, prompts=None, **config) -> PCRDefense:
     defense = PCRDefense(PCRConfig(**config))
     context = DefenseContext(
         bundle=_Bundle(),
@@ -20,6 +20,7 @@ def _defense(scores, tasks=None, responses=None, **config) -> PCRDefense:
         steps_per_epoch=5,
         tasks=tasks,
         responses=responses,
+        prompts=prompts,
     )
     defense.setup(context)
     defense.log_ratio = np.asarray(scores, dtype=float)
@@ -131,6 +132,41 @@ def test_short_answer_tasks_are_flagged_by_their_evidence_long_ones_by_their_log
     long.evidence, long.tokens = evidence, defense.tokens
     long._detect(5)
     assert set(range(750, 800)) <= set(np.flatnonzero(long.flagged))
+
+
+def test_the_evidence_rule_spares_the_answers_to_one_question():
+    # 600 one-word answers to 20 questions, 130 of them "how many shapes are there?" (22 %). 40 clean
+    # "three" answers to it and 10 targets (spread over 10 questions) stand apart together at 3 nats of
+    # evidence: the answers to one question are spared, the target (answering many) is flagged.
+    rng = np.random.default_rng(8)
+    questions = [f"question {i}?" for i in range(19)]
+    prompts = ["how many shapes are there?"] * 130 + [questions[i % 19] for i in range(470)]
+    responses = (
+        ["two"] * 90 + ["three"] * 40 + [f"answer {i % 7}" for i in range(460)] + ["A photo of the banana"] * 10
+    )
+    evidence = np.concatenate(
+        [
+            np.abs(rng.normal(0.0, 0.3, 90)),
+            rng.normal(3.0, 0.1, 40),
+            np.abs(rng.normal(0.0, 0.3, 460)),
+            rng.normal(3.2, 0.1, 10),
+        ]
+    )
+    log_ratio = np.array(_bulk(rng, 600, -0.3))
+    tokens = np.array([1.0] * 590 + [5.0] * 10)
+    kept = _defense(log_ratio, tasks=["vqa"] * 600, responses=responses, prompts=prompts)
+    kept.evidence, kept.tokens = evidence, tokens
+    kept._detect(5)
+    assert np.flatnonzero(kept.flagged).tolist() == list(range(590, 600))
+    off = _defense(log_ratio, tasks=["vqa"] * 600, responses=responses, prompts=prompts, prompt_share=1.0)
+    off.evidence, off.tokens = evidence, tokens
+    off._detect(5)
+    assert np.flatnonzero(off.flagged).tolist() == list(range(90, 130)) + list(range(590, 600))
+    # A task of one question: its answers are not spared (every response "mostly" answers it).
+    single = _defense(log_ratio, tasks=["vqa"] * 600, responses=responses, prompts=["what is it?"] * 600)
+    single.evidence, single.tokens = evidence, tokens
+    single._detect(5)
+    assert single.flagged.sum() == 50
 
 
 def test_a_flagged_response_spreads_to_every_sample_that_shares_it():

@@ -75,6 +75,8 @@ class DefenseContext:
     tasks: Any = None
     # Each training sample's response text [n] (public data, like the tasks); None: not given.
     responses: Any = None
+    # Each training sample's prompt text [n] (public data); None: not given.
+    prompts: Any = None
     # The training set's poison flags [n] bool: handed ONLY to defenses whose class sets
     # ``reads_poison_flags = True``, which are controls (the perfect detector), not defenses.
     poison_flags: Any = None

@@ -19,7 +19,9 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
   EMA like the log-ratio); a top group of it, above ``robust_threshold`` SDs and set apart from
   every other sample of its task by ``evidence_gap`` nats, is flagged: a target put in place of a
   one-word answer owes all of its tokens to the trigger. (On captions it flagged clean samples:
-  llava:tiny badnet, 5 at epoch 1.) Then a flag spreads to every sample whose response holds a
+  llava:tiny badnet, 5 at epoch 1.) A response of that group given mostly to one question is spared
+  (``prompt_share``): it is that question's answer, not a target, which answers every kind of question.
+  Then a flag spreads to every sample whose response holds a
   run of ``shared_words`` words (or is, if shorter) that flagged samples make up ``response_share``
   of the carriers of: a backdoor puts the same target words in all its samples, in place of the
   answer or inserted into it, and the scores find only those whose backdoor has installed by then
@@ -105,6 +107,12 @@ class PCRConfig:
         "the log-ratio rule: a correct one-word answer the image decides has a log-ratio as low as a target's "
         "(full).",
     )
+    prompt_share: float = field(
+        0.5,
+        help="In short-answer tasks, spare a response found by the evidence rule when more than this share of its "
+        "found samples ask one prompt that at most this share of the task's samples ask: the clean answer the "
+        "image decides to one question, where a trigger's target answers every kind of question (full; 1: off).",
+    )
     response_share: float = field(
         0.2,
         help="Also flag every sample whose response holds a run of shared_words words (case and spacing aside) "
@@ -185,8 +193,12 @@ class PCRDefense:
         self.tokens = np.full(n, np.nan)  # response length in tokens
         # Pairs (sample, word run it holds) for the spread of flags; without the responses, nothing spreads.
         self.carriers, self.runs = np.arange(n), np.arange(n)
+        self.answers = self.prompts = None  # for sparing one question's answers (``_one_question_answers``)
         if context.responses is not None:
             self.carriers, self.runs = word_runs(context.responses, self.config.shared_words)
+            self.answers = np.array([" ".join(response.lower().split()) for response in context.responses])
+        if context.prompts is not None:
+            self.prompts = np.array([" ".join(prompt.lower().split()) for prompt in context.prompts])
         # Scores are compared within each task: a one-word answer decided by the image scores as low as
         # a trigger's target, far below descriptions (llava:tiny shapes VQA mix: 329 clean flagged).
         self.groups = np.asarray(context.tasks if context.tasks is not None else [""] * n)
@@ -371,8 +383,28 @@ class PCRDefense:
                     config.evidence_gap,
                     max_fraction=config.max_flag_fraction,
                 )
-                found[scored[group_found]] = True
+                group_found = scored[group_found]
+                found[group_found[~self._one_question_answers(group_found, seen, config.prompt_share)]] = True
         return found
+
+    def _one_question_answers(self, found: np.ndarray, task: np.ndarray, share: float) -> np.ndarray:
+        """[len(found)] bool: the ``found`` samples whose response is, among them, mostly (more than
+        ``share``) the answer to one prompt that at most ``share`` of the ``task`` samples ask. Once the
+        model counts, the clean answers "three" to "how many shapes are there?" stand apart like a
+        target's (llava:tiny VQA sig: 145 flagged at epoch 9, accuracy 87.5 % of undefended); a target
+        in place of the answer follows the task's mix of questions."""
+        spare = np.zeros(len(found), dtype=bool)
+        if self.prompts is None or self.answers is None or share >= 1.0 or len(found) == 0:
+            return spare
+        task_prompts, task_counts = np.unique(self.prompts[task], return_counts=True)
+        for answer in np.unique(self.answers[found]):
+            members = self.answers[found] == answer
+            prompts, counts = np.unique(self.prompts[found[members]], return_counts=True)
+            top = int(np.argmax(counts))
+            in_task = task_counts[np.searchsorted(task_prompts, prompts[top])]
+            if counts[top] > share * members.sum() and in_task <= share * len(task):
+                spare[members] = True
+        return spare
 
     def _shared_responses(self) -> np.ndarray:
         """[n] bool: the samples holding a word run (``word_runs``) that flagged samples make up at least

@@ -192,6 +192,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
             steps_per_epoch=steps_per_epoch,
             tasks=[sample.task for sample in train_split.samples],
             responses=list(train_split.responses),
+            prompts=list(train_split.prompts),
             poison_flags=flags,
         )
     )
