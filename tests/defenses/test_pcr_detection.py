@@ -162,6 +162,15 @@ def test_the_evidence_rule_spares_the_answers_to_one_question():
     off.evidence, off.tokens = evidence, tokens
     off._detect(5)
     assert np.flatnonzero(off.flagged).tolist() == list(range(90, 130)) + list(range(590, 600))
+    # Responses found fewer than 5 times are not spared: 3 targets, each written into another answer
+    # (an inserted target), all 3 to the counting question (no spread here, which would restore them).
+    inserted = list(responses)
+    inserted[590:593] = ["two a photo of the banana", "a photo of the banana three", "one a photo of the banana"]
+    prompts_in = prompts[:590] + ["how many shapes are there?"] * 3 + prompts[593:]
+    few = _defense(log_ratio, tasks=["vqa"] * 600, responses=inserted, prompts=prompts_in, response_share=0.0)
+    few.evidence, few.tokens = evidence, tokens
+    few._detect(5)
+    assert np.flatnonzero(few.flagged).tolist() == list(range(590, 600))
     # A task of one question: its answers are not spared (every response "mostly" answers it).
     single = _defense(log_ratio, tasks=["vqa"] * 600, responses=responses, prompts=["what is it?"] * 600)
     single.evidence, single.tokens = evidence, tokens

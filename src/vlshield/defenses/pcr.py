@@ -387,18 +387,24 @@ class PCRDefense:
                 found[group_found[~self._one_question_answers(group_found, seen, config.prompt_share)]] = True
         return found
 
-    def _one_question_answers(self, found: np.ndarray, task: np.ndarray, share: float) -> np.ndarray:
-        """[len(found)] bool: the ``found`` samples whose response is, among them, mostly (more than
-        ``share``) the answer to one prompt that at most ``share`` of the ``task`` samples ask. Once the
-        model counts, the clean answers "three" to "how many shapes are there?" stand apart like a
-        target's (llava:tiny VQA sig: 145 flagged at epoch 9, accuracy 87.5 % of undefended); a target
-        in place of the answer follows the task's mix of questions."""
+    def _one_question_answers(
+        self, found: np.ndarray, task: np.ndarray, share: float, min_count: int = 5
+    ) -> np.ndarray:
+        """[len(found)] bool: the ``found`` samples whose response, found ``min_count`` times or more, is
+        among them mostly (more than ``share``) the answer to one prompt that at most ``share`` of the
+        ``task`` samples ask. Once the model counts, the clean answers "three" to "how many shapes are
+        there?" stand apart like a target's (llava:tiny VQA sig: 145 flagged at epoch 9, accuracy 87.5 %
+        of undefended); a target in place of the answer follows the task's mix of questions. A response
+        found fewer times says nothing of its questions (each one of an inserted target's many
+        responses, "yes a photo of the banana", is found once or twice at first)."""
         spare = np.zeros(len(found), dtype=bool)
         if self.prompts is None or self.answers is None or share >= 1.0 or len(found) == 0:
             return spare
         task_prompts, task_counts = np.unique(self.prompts[task], return_counts=True)
         for answer in np.unique(self.answers[found]):
             members = self.answers[found] == answer
+            if members.sum() < min_count:
+                continue
             prompts, counts = np.unique(self.prompts[found[members]], return_counts=True)
             top = int(np.argmax(counts))
             in_task = task_counts[np.searchsorted(task_prompts, prompts[top])]
