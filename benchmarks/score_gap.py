@@ -11,8 +11,9 @@ Prints, per epoch end, the AUROC of "poisoned scores lower than clean", the medi
 pcr's flagging rule (its defaults: robust z < -3.5 and log-ratio < -1) would flag and how precisely; writes
 histograms of three epochs. With several tasks in the data (VQA: questions and descriptions), also
 prints per task what each of pcr's two rules would flag (count / poisoned among them): the log-ratio
-rule and the evidence gap rule (``robust_high_gap``, 3.5 SDs, a 1-nat gap), before the response
-spread. Reads the poison flags: an evaluation, not a defense.
+rule and the evidence gap rule (``robust_high_gap``, 3.5 SDs, a 1-nat gap), the latter also after
+sparing one question's answers (``one_question_answers``), before the response spread. Reads the
+poison flags: an evaluation, not a defense.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vlshield.data.manifest import read_manifest  # noqa: E402
-from vlshield.defenses.detection import robust_high_gap  # noqa: E402
+from vlshield.defenses.detection import one_question_answers, robust_high_gap  # noqa: E402
 from vlshield.defenses.pcr import PCRConfig, flag_rule  # noqa: E402
 
 
@@ -40,10 +41,16 @@ def auroc_low(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(below + ties / 2)
 
 
-def print_rules_by_task(history: list[dict], poisoned: np.ndarray, tasks: np.ndarray) -> None:
-    """Per epoch and task: what the log-ratio rule and the evidence gap rule would flag."""
+def print_rules_by_task(history: list[dict], poisoned: np.ndarray, tasks: np.ndarray, samples: list) -> None:
+    """Per epoch and task: what the log-ratio rule and the evidence gap rule would flag, the latter
+    also after sparing the answers to one question (``one_question_answers``, as pcr does)."""
     config = PCRConfig()
-    print("epoch  task: poisoned | log-ratio rule flags/poisoned | evidence gap rule flags/poisoned")
+    answers = np.array([" ".join(sample.response.lower().split()) for sample in samples])
+    prompts = np.array([" ".join(sample.prompt.lower().split()) for sample in samples])
+    print(
+        "epoch  task: poisoned | log-ratio rule flags/poisoned | evidence gap rule flags/poisoned"
+        " | the same, one question's answers spared"
+    )
     for record in history:
         if "evidence" not in record["scores"]:
             continue
@@ -58,9 +65,10 @@ def print_rules_by_task(history: list[dict], poisoned: np.ndarray, tasks: np.nda
                     evidence, config.robust_threshold, config.evidence_gap, max_fraction=config.max_flag_fraction
                 )
             ]
+            kept = by_evidence[~one_question_answers(by_evidence, rows, answers, prompts, config.prompt_share)]
             cells.append(
                 f"{task}: {poisoned[rows].sum()} | {len(by_ratio)}/{poisoned[by_ratio].sum()}"
-                f" | {len(by_evidence)}/{poisoned[by_evidence].sum()}"
+                f" | {len(by_evidence)}/{poisoned[by_evidence].sum()} | {len(kept)}/{poisoned[kept].sum()}"
             )
         print(f"{record['epoch']:5d}  " + "   ".join(cells))
 
@@ -88,7 +96,7 @@ def main() -> None:
             f"  {np.median(scores[~poisoned]):12.2f}  {len(found):10d}  {precision:>14}"
         )
     if len(np.unique(tasks)) > 1:
-        print_rules_by_task(history, poisoned, tasks)
+        print_rules_by_task(history, poisoned, tasks, samples)
     chosen = [history[0], history[len(history) // 2], history[-1]]
     figure, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharey=False)
     for axis, record in zip(axes, chosen, strict=True):

@@ -1,5 +1,6 @@
-"""Finding the few samples whose score lies far from the bulk (median / MAD rules), and the word runs
-along which a flag spreads to samples sharing a target's words."""
+"""Finding the few samples whose score lies far from the bulk (median / MAD rules), sparing a found
+group that is one question's answer, and the word runs along which a flag spreads to samples sharing a
+target's words."""
 
 from __future__ import annotations
 
@@ -53,6 +54,44 @@ def robust_high_gap(
     if gaps[best] < min_gap:
         return np.array([], dtype=int)
     return np.sort(order[: best + min_count])
+
+
+def one_question_answers(
+    found: np.ndarray,
+    task: np.ndarray,
+    answers: np.ndarray,
+    prompts: np.ndarray,
+    share: float,
+    min_count: int = 5,
+) -> np.ndarray:
+    """[len(found)] bool: the ``found`` samples whose answer, found ``min_count`` times or more, is among
+    them mostly (more than ``share``) the answer to one prompt that at most ``share`` of the ``task``
+    samples ask. ``found`` and ``task`` index ``answers`` and ``prompts`` (normalised texts, [n]).
+
+    Once a model counts, the clean answers "three" to "how many shapes are there?" stand apart like a
+    target's (llava:tiny VQA sig: 145 flagged at epoch 9); a target in place of the answer follows the
+    task's mix of questions. An answer found fewer times says nothing of its questions (each one of an
+    inserted target's many answers, "yes a photo of the banana", is found once or twice at first).
+
+    >>> answers = np.array(["three"] * 6 + ["banana"] * 6 + ["two"] * 8)
+    >>> prompts = np.array(["how many?"] * 6 + [f"q{i}" for i in range(6)] + [f"q{i}" for i in range(8)])
+    >>> one_question_answers(np.arange(12), np.arange(20), answers, prompts, 0.5).nonzero()[0].tolist()
+    [0, 1, 2, 3, 4, 5]
+    """
+    spare = np.zeros(len(found), dtype=bool)
+    if share >= 1.0 or len(found) == 0:
+        return spare
+    task_prompts, task_counts = np.unique(prompts[task], return_counts=True)
+    for answer in np.unique(answers[found]):
+        members = answers[found] == answer
+        if members.sum() < min_count:
+            continue
+        asked, counts = np.unique(prompts[found[members]], return_counts=True)
+        top = int(np.argmax(counts))
+        in_task = task_counts[np.searchsorted(task_prompts, asked[top])]
+        if counts[top] > share * members.sum() and in_task <= share * len(task):
+            spare[members] = True
+    return spare
 
 
 def word_runs(responses: list[str], words: int) -> tuple[np.ndarray, np.ndarray]:

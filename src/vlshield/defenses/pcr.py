@@ -55,7 +55,7 @@ import torch
 from vlshield.config import ConfigError, field
 from vlshield.defenses.augment import PIXEL_OPS, TOKEN_OPS, image_mean
 from vlshield.defenses.base import Batch, DefenseContext, View, ViewOutput
-from vlshield.defenses.detection import robust_high_gap, robust_low_outliers, word_runs
+from vlshield.defenses.detection import one_question_answers, robust_high_gap, robust_low_outliers, word_runs
 from vlshield.defenses.losses import (
     DIVERGENCES,
     entropy_ceiling,
@@ -193,7 +193,7 @@ class PCRDefense:
         self.tokens = np.full(n, np.nan)  # response length in tokens
         # Pairs (sample, word run it holds) for the spread of flags; without the responses, nothing spreads.
         self.carriers, self.runs = np.arange(n), np.arange(n)
-        self.answers = self.prompts = None  # for sparing one question's answers (``_one_question_answers``)
+        self.answers = self.prompts = None  # normalised texts, to spare one question's answers
         if context.responses is not None:
             self.carriers, self.runs = word_runs(context.responses, self.config.shared_words)
             self.answers = np.array([" ".join(response.lower().split()) for response in context.responses])
@@ -384,33 +384,11 @@ class PCRDefense:
                     max_fraction=config.max_flag_fraction,
                 )
                 group_found = scored[group_found]
-                found[group_found[~self._one_question_answers(group_found, seen, config.prompt_share)]] = True
+                if self.prompts is not None and self.answers is not None:
+                    spared = one_question_answers(group_found, seen, self.answers, self.prompts, config.prompt_share)
+                    group_found = group_found[~spared]
+                found[group_found] = True
         return found
-
-    def _one_question_answers(
-        self, found: np.ndarray, task: np.ndarray, share: float, min_count: int = 5
-    ) -> np.ndarray:
-        """[len(found)] bool: the ``found`` samples whose response, found ``min_count`` times or more, is
-        among them mostly (more than ``share``) the answer to one prompt that at most ``share`` of the
-        ``task`` samples ask. Once the model counts, the clean answers "three" to "how many shapes are
-        there?" stand apart like a target's (llava:tiny VQA sig: 145 flagged at epoch 9, accuracy 87.5 %
-        of undefended); a target in place of the answer follows the task's mix of questions. A response
-        found fewer times says nothing of its questions (each one of an inserted target's many
-        responses, "yes a photo of the banana", is found once or twice at first)."""
-        spare = np.zeros(len(found), dtype=bool)
-        if self.prompts is None or self.answers is None or share >= 1.0 or len(found) == 0:
-            return spare
-        task_prompts, task_counts = np.unique(self.prompts[task], return_counts=True)
-        for answer in np.unique(self.answers[found]):
-            members = self.answers[found] == answer
-            if members.sum() < min_count:
-                continue
-            prompts, counts = np.unique(self.prompts[found[members]], return_counts=True)
-            top = int(np.argmax(counts))
-            in_task = task_counts[np.searchsorted(task_prompts, prompts[top])]
-            if counts[top] > share * members.sum() and in_task <= share * len(task):
-                spare[members] = True
-        return spare
 
     def _shared_responses(self) -> np.ndarray:
         """[n] bool: the samples holding a word run (``word_runs``) that flagged samples make up at least
