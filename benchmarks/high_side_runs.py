@@ -4,7 +4,8 @@ word run they dominate.
 A backdoor that installs weakly leaves its target explained by the text as well as by the image, so
 its poisoned samples sit on the high side of pcr's log-ratio (llava:tiny sig 60/255, seed 2). This
 rule would flag the high-side outliers (more than 3.5 robust SDs above the median, per task, at most
-15 % of it) that hold a run of 4 words that high-side outliers make up at least ``--share`` of the
+15 % of it; tasks of short answers, median at most 3 words, are left out: pcr reads them by their
+evidence) that hold a run of 4 words that high-side outliers make up at least ``--share`` of the
 carriers of, ``--min-count`` at least. pcr does NOT use it (docs/method.md, Open). Train with the
 score history, then replay::
 
@@ -57,13 +58,15 @@ def main() -> None:
     samples = read_manifest(Path(args.data) / "train.jsonl")
     poisoned = np.array([bool(s.meta.get("poisoned")) for s in samples])
     tasks = np.array([s.task for s in samples])
+    words = np.array([len(s.response.split()) for s in samples])
+    long_tasks = [task for task in np.unique(tasks) if np.median(words[tasks == task]) > 3]
     carriers, runs = word_runs([s.response for s in samples], 4)
     held = np.bincount(runs)
     clean_run = np.bincount(runs, weights=poisoned[carriers], minlength=len(held)) == 0
     print("epoch  high-side/poisoned -> kept/poisoned  largest clean-run share")
     for record in history:
         scores = np.array([np.nan if v is None else v for v in record["scores"]["log_ratio"]], dtype=float)
-        high = high_side(scores, tasks)
+        high = high_side(scores, tasks) & np.isin(tasks, long_tasks)
         outliers = np.bincount(runs, weights=high[carriers], minlength=len(held))
         dominated = (outliers >= args.min_count) & (outliers >= args.share * held)
         kept = np.zeros(len(scores), dtype=bool)
