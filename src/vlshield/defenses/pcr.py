@@ -119,6 +119,12 @@ class PCRConfig:
         "that flagged samples make up at least this share of the carriers of, two at least: a backdoor's target "
         "is the same words in all its samples, and the scores miss some of them (full; 0: off).",
     )
+    run_prevalence: float = field(
+        0.0,
+        help="... and that at least this share of the flagged samples hold: the words flagged samples have in "
+        "common, a target's, not a caption's (0: off, the measured default; llava:tiny trojvlm VQA: 840 flags, "
+        "640 of them clean descriptions, spread from run to run along the descriptions' shared words).",
+    )
     shared_words: int = field(
         4,
         help="Length in words of the runs compared by response_share; a shorter response is compared whole "
@@ -400,6 +406,7 @@ class PCRDefense:
         carriers = np.bincount(self.runs)
         flagged = np.bincount(self.runs, weights=self.flagged[self.carriers], minlength=len(carriers))
         spread = (flagged >= 2) & (flagged >= self.config.response_share * carriers)
+        spread &= flagged >= self.config.run_prevalence * self.flagged.sum()
         found[self.carriers[spread[self.runs]]] = True
         return found
 
