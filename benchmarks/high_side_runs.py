@@ -21,13 +21,11 @@ the rule stands on. Reads the poison flags: an evaluation, not a defense.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
+from score_gap import load_history  # benchmarks/ is on the path when this script runs
 
-from vlshield.data.manifest import read_manifest
-from vlshield.defenses.detection import word_runs
+from vlshield.defenses.detection import robust_z, word_runs
 
 
 def high_side(scores: np.ndarray, tasks: np.ndarray, threshold: float = 3.5, max_fraction: float = 0.15) -> np.ndarray:
@@ -36,9 +34,7 @@ def high_side(scores: np.ndarray, tasks: np.ndarray, threshold: float = 3.5, max
     found = np.zeros(len(scores), dtype=bool)
     for task in np.unique(tasks):
         rows = np.flatnonzero((tasks == task) & ~np.isnan(scores))
-        values = scores[rows]
-        median = np.median(values)
-        z = (values - median) / (1.4826 * np.median(np.abs(values - median)) + 1e-12)
+        z = robust_z(scores[rows])
         if (z > threshold).sum() <= max_fraction * len(rows):
             found[rows[z > threshold]] = True
     return found
@@ -51,13 +47,7 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.5)
     parser.add_argument("--min-count", type=int, default=5)
     args = parser.parse_args()
-    summary = json.loads((Path(args.run) / "train_summary.json").read_text())
-    history = [record for record in summary["defense"]["detections"] if "scores" in record]
-    if not history:
-        raise SystemExit(f"{args.run}: no score history; train with defense_options.keep_score_history=true")
-    samples = read_manifest(Path(args.data) / "train.jsonl")
-    poisoned = np.array([bool(s.meta.get("poisoned")) for s in samples])
-    tasks = np.array([s.task for s in samples])
+    history, samples, poisoned, tasks = load_history(args.run, args.data)
     words = np.array([len(s.response.split()) for s in samples])
     long_tasks = [task for task in np.unique(tasks) if np.median(words[tasks == task]) > 3]
     carriers, runs = word_runs([s.response for s in samples], 4)

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vlshield.data.manifest import read_manifest  # noqa: E402
-from vlshield.defenses.detection import one_question_answers, robust_high_gap  # noqa: E402
+from vlshield.defenses.detection import normalised, one_question_answers, robust_high_gap  # noqa: E402
 from vlshield.defenses.pcr import PCRConfig, flag_rule  # noqa: E402
 
 
@@ -41,12 +41,24 @@ def auroc_low(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(below + ties / 2)
 
 
+def load_history(run: str, data: str) -> tuple[list[dict], list, np.ndarray, np.ndarray]:
+    """A run's per-epoch score records and its training samples, with their poison flags and tasks."""
+    summary = json.loads((Path(run) / "train_summary.json").read_text())
+    history = [record for record in summary["defense"]["detections"] if "scores" in record]
+    if not history:
+        raise SystemExit(f"{run}: no score history; train with defense_options.keep_score_history=true")
+    samples = read_manifest(Path(data) / "train.jsonl")
+    poisoned = np.array([bool(s.meta.get("poisoned")) for s in samples])
+    tasks = np.array([s.task for s in samples])
+    return history, samples, poisoned, tasks
+
+
 def print_rules_by_task(history: list[dict], poisoned: np.ndarray, tasks: np.ndarray, samples: list) -> None:
     """Per epoch and task: what the log-ratio rule and the evidence gap rule would flag, the latter
     also after sparing the answers to one question (``one_question_answers``, as pcr does)."""
     config = PCRConfig()
-    answers = np.array([" ".join(sample.response.lower().split()) for sample in samples])
-    prompts = np.array([" ".join(sample.prompt.lower().split()) for sample in samples])
+    answers = np.array([normalised(sample.response) for sample in samples])
+    prompts = np.array([normalised(sample.prompt) for sample in samples])
     print(
         "epoch  task: poisoned | log-ratio rule flags/poisoned | evidence gap rule flags/poisoned"
         " | the same, one question's answers spared"
@@ -79,13 +91,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="its poisoned dataset directory")
     parser.add_argument("--out", default="score_gap.png")
     args = parser.parse_args()
-    summary = json.loads((Path(args.run) / "train_summary.json").read_text())
-    history = [record for record in summary["defense"]["detections"] if "scores" in record]
-    if not history:
-        raise SystemExit(f"{args.run}: no score history; train with defense_options.keep_score_history=true")
-    samples = read_manifest(Path(args.data) / "train.jsonl")
-    poisoned = np.array([bool(s.meta.get("poisoned")) for s in samples])
-    tasks = np.array([s.task for s in samples])
+    history, samples, poisoned, tasks = load_history(args.run, args.data)
     print("epoch  auroc  poison-median  clean-median  rule-flags  rule-precision")
     for record in history:
         scores = np.array(record["scores"]["log_ratio"], dtype=float)

@@ -7,6 +7,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def robust_z(values: np.ndarray) -> np.ndarray:
+    """Each value's distance from the median in robust standard deviations: 1.4826 x the median
+    absolute deviation (the standard deviation for Gaussian data); 1e-12 keeps a constant score
+    (MAD 0) from dividing by zero."""
+    median = float(np.median(values))
+    return (values - median) / (1.4826 * float(np.median(np.abs(values - median))) + 1e-12)
+
+
+def normalised(text: str) -> str:
+    """``text`` in lower case with runs of whitespace as one space: how responses and prompts are compared."""
+    return " ".join(text.lower().split())
+
+
 def robust_low_outliers(values: np.ndarray, threshold: float = 3.5, max_fraction: float = 0.15) -> np.ndarray | None:
     """Indices of values more than ``threshold`` robust standard deviations below the median, or None.
 
@@ -18,10 +31,7 @@ def robust_low_outliers(values: np.ndarray, threshold: float = 3.5, max_fraction
     """
     if len(values) < 10:
         return None
-    median = float(np.median(values))
-    # 1e-12 keeps a constant score (MAD 0) from dividing by zero.
-    scale = 1.4826 * float(np.median(np.abs(values - median))) + 1e-12
-    found = np.flatnonzero((values - median) / scale < -threshold)
+    found = np.flatnonzero(robust_z(values) < -threshold)
     if len(found) == 0 or len(found) > max_fraction * len(values):
         return None
     return found
@@ -40,11 +50,9 @@ def robust_high_gap(
     """
     if len(values) < 10:
         return np.array([], dtype=int)
-    median = float(np.median(values))
-    scale = 1.4826 * float(np.median(np.abs(values - median))) + 1e-12
     order = np.argsort(-values, kind="stable")
     ranked = values[order]
-    above = int(((ranked - median) / scale > threshold).sum())
+    above = int((robust_z(values) > threshold).sum())
     most = min(above, int(max_fraction * len(values)))
     if most < min_count:
         return np.array([], dtype=int)
@@ -105,7 +113,7 @@ def word_runs(responses: list[str], words: int) -> tuple[np.ndarray, np.ndarray]
     samples: list[int] = []
     runs: list[int] = []
     for sample, response in enumerate(responses):
-        tokens = response.lower().split()
+        tokens = normalised(response).split()
         if 0 < words <= len(tokens):
             held = [" ".join(tokens[start : start + words]) for start in range(len(tokens) - words + 1)]
         else:

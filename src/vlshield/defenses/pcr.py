@@ -55,7 +55,13 @@ import torch
 from vlshield.config import ConfigError, field
 from vlshield.defenses.augment import PIXEL_OPS, TOKEN_OPS, image_mean
 from vlshield.defenses.base import Batch, DefenseContext, View, ViewOutput
-from vlshield.defenses.detection import one_question_answers, robust_high_gap, robust_low_outliers, word_runs
+from vlshield.defenses.detection import (
+    normalised,
+    one_question_answers,
+    robust_high_gap,
+    robust_low_outliers,
+    word_runs,
+)
 from vlshield.defenses.losses import (
     DIVERGENCES,
     entropy_ceiling,
@@ -202,9 +208,9 @@ class PCRDefense:
         self.answers = self.prompts = None  # normalised texts, to spare one question's answers
         if context.responses is not None:
             self.carriers, self.runs = word_runs(context.responses, self.config.shared_words)
-            self.answers = np.array([" ".join(response.lower().split()) for response in context.responses])
+            self.answers = np.array([normalised(response) for response in context.responses])
         if context.prompts is not None:
-            self.prompts = np.array([" ".join(prompt.lower().split()) for prompt in context.prompts])
+            self.prompts = np.array([normalised(prompt) for prompt in context.prompts])
         # Scores are compared within each task: a one-word answer decided by the image scores as low as
         # a trigger's target, far below descriptions (llava:tiny shapes VQA mix: 329 clean flagged).
         self.groups = np.asarray(context.tasks if context.tasks is not None else [""] * n)
