@@ -221,17 +221,17 @@ def test_run_prevalence_keeps_a_flag_from_spreading_along_a_captions_own_words()
     # 22 poisoned captions hold the target's words; 2 of them also start "three shapes: large green",
     # as 8 clean captions do. 12 poisoned are found by the scores: 2 of the 10 carriers of that run
     # (20 %) are flagged, so by the share alone the flag spreads to the 8 clean ones. Only 2 of the 12
-    # flagged samples hold that run, while all 12 hold "a photo of the": with run_prevalence=0.2 the
-    # flag spreads along the target's words only.
+    # flagged samples hold that run, while all 12 hold "a photo of the": with run_prevalence=0.2 (the
+    # default) the flag spreads along the target's words only; with 0 it spreads to the 8 clean ones.
     rng = np.random.default_rng(9)
     clean = [f"caption {i} of its own" for i in range(300)] + [f"three shapes: large green n{i}" for i in range(8)]
     poisoned = [f"three shapes: large green a photo of the banana q{i}" for i in range(2)]
     poisoned += [f"a photo of the banana p{i}" for i in range(20)]
     scores = np.array(_bulk(rng, 330, -0.5))
     scores[308:320] = -5.0  # the 2 "three shapes" poisons and 10 others
+    share_only = _defense(scores, responses=clean + poisoned, run_prevalence=0.0)
+    share_only._detect(5)
+    assert np.flatnonzero(share_only.flagged).tolist() == list(range(300, 330))
     default = _defense(scores, responses=clean + poisoned)
     default._detect(5)
-    assert np.flatnonzero(default.flagged).tolist() == list(range(300, 330))
-    prevalent = _defense(scores, responses=clean + poisoned, run_prevalence=0.2)
-    prevalent._detect(5)
-    assert np.flatnonzero(prevalent.flagged).tolist() == list(range(308, 330))
+    assert np.flatnonzero(default.flagged).tolist() == list(range(308, 330))

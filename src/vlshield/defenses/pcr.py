@@ -23,8 +23,9 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
   (``prompt_share``): it is that question's answer, not a target, which answers every kind of question.
   Then a flag spreads to every sample whose response holds a
   run of ``shared_words`` words (or is, if shorter) that flagged samples make up ``response_share``
-  of the carriers of: a backdoor puts the same target words in all its samples, in place of the
-  answer or inserted into it, and the scores find only those whose backdoor has installed by then
+  of the carriers of, and that at least ``run_prevalence`` of the flagged samples hold: a backdoor
+  puts the same target words in all its samples, in place of the answer or inserted into it, and
+  the scores find only those whose backdoor has installed by then
   (qwen2_5_vl:tiny badnet seeds 1, 2: 66 and 59 of 100, ASR 30 and 44 %; llava:tiny vlood: 24 of
   100, in captions that differ but for the inserted target).
   Flagged samples get CE weight 0 (isolation). Once detection settles (an epoch end adds at
@@ -126,10 +127,10 @@ class PCRConfig:
         "is the same words in all its samples, and the scores miss some of them (full; 0: off).",
     )
     run_prevalence: float = field(
-        0.0,
+        0.2,
         help="... and that at least this share of the flagged samples hold: the words flagged samples have in "
-        "common, a target's, not a caption's (0: off, the measured default; llava:tiny trojvlm VQA: 840 flags, "
-        "640 of them clean descriptions, spread from run to run along the descriptions' shared words).",
+        "common, a target's, not one caption's (0: off; then on llava:tiny and blip2:tiny trojvlm VQA a flag "
+        "spread from run to run along the descriptions' own words: 840 and 839 flags, 640 and 639 clean).",
     )
     shared_words: int = field(
         4,
