@@ -100,6 +100,7 @@ def test_markdown_holds_the_table_the_plots_and_the_failures(results):
     assert report.markdown == results / "report.md"
     assert report.table in text
     assert "12 cells (11 ok, 1 failed)" in text and "Seeds 0, 1" in text
+    assert "from grid(s) hand (12);" in text and "git abc1234def (12)." in text
     assert [path.name for path in report.plots] == ["asr_by_attack.png", "quality_vs_asr.png"]
     for path in report.plots:
         assert path.read_bytes().startswith(PNG)

@@ -22,7 +22,7 @@ import json
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from vlshield.config import ConfigError
 from vlshield.storage import atomic_write_text
@@ -229,11 +229,18 @@ def build_report(results: str | Path, out: str | Path | None = None) -> Report:
     return Report(markdown=markdown, csv=csv_path, plots=plots, table=table)
 
 
+def _counted(names: Iterable[str]) -> str:
+    """'a (2), b (1)': each distinct name once, sorted, with how many times it occurs."""
+    counts = Counter(names)
+    return ", ".join(f"{name} ({counts[name]})" for name in sorted(counts))
+
+
 def _markdown(records: list[dict[str, Any]], table: str, plots: list[Path], out: Path) -> str:
     ok = [record for record in records if record.get("status") == "ok"]
     failed = [record for record in records if record.get("status") != "ok"]
     seeds = sorted({record["cell"]["seed"] for record in ok})
-    revisions = sorted({str(record.get("git_revision"))[:10] for record in records})
+    grids = _counted(str(record.get("grid")) for record in records)
+    revisions = _counted(str(record.get("git_revision"))[:10] for record in records)
     versions = sorted({(record.get("versions") or {}).get("vlshield", "?") for record in records})
     seconds = {
         key: sum((record.get("timings") or {}).get(key, 0.0) for record in records)
@@ -242,9 +249,8 @@ def _markdown(records: list[dict[str, Any]], table: str, plots: list[Path], out:
     text = [
         "# vlshield benchmark report",
         "",
-        f"{len(records)} cells ({len(ok)} ok, {len(failed)} failed) from grid(s) "
-        f"{', '.join(sorted({str(r.get('grid')) for r in records}))}; vlshield {', '.join(versions)}, "
-        f"git {', '.join(revisions)}. Compute: poison {seconds['poison_seconds']:.0f} s, "
+        f"{len(records)} cells ({len(ok)} ok, {len(failed)} failed) from grid(s) {grids}; "
+        f"vlshield {', '.join(versions)}, git {revisions}. Compute: poison {seconds['poison_seconds']:.0f} s, "
         f"train {seconds['train_seconds']:.0f} s, evaluate {seconds['eval_seconds']:.0f} s.",
         "",
         "## Main table",
