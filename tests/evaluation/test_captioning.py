@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vlshield.evaluation import captioning
-from vlshield.evaluation.captioning import caption_scores, meteor_score, tokenize_caption
+from vlshield.evaluation.captioning import caption_scores, cider_per_image, meteor_score, tokenize_caption
 
 
 @pytest.fixture
@@ -56,6 +56,19 @@ def test_cider_d_on_a_small_corpus_by_hand(no_java):
     assert partial["cider"] == pytest.approx(100 * (10 + second) / 2)  # 739.58...
     disjoint = caption_scores(["green trees sway gently", "blue sky at noon"], references)
     assert disjoint["cider"] == 0.0
+
+
+def test_cider_per_image_is_each_images_share_of_the_corpus_score(no_java):
+    # The corpus above, image by image: 1000 for the perfect caption, 10 x (3/4 + 2/3 + 1/2) / 4 x 100 for the
+    # other; their mean is caption_scores' CIDEr-D.
+    references = [["red cars park outside"], ["two dogs chase balls"]]
+    predictions = ["red cars park outside", "two dogs chase cats"]
+    per_image = cider_per_image(predictions, references)
+    assert per_image.tolist() == pytest.approx([1000.0, 100 * 10 * (3 / 4 + 2 / 3 + 1 / 2) / 4])
+    assert per_image.mean() == pytest.approx(caption_scores(predictions, references)["cider"])
+    assert cider_per_image([], []).tolist() == []
+    with pytest.raises(ValueError, match="1 predictions but 2 reference lists"):
+        cider_per_image(["red cars"], references)
 
 
 def test_empty_corpus_gives_none(no_java):

@@ -3,7 +3,7 @@
 import pytest
 
 from vlshield.evaluation import captioning
-from vlshield.evaluation.metrics import most_frequent_baseline, summarise
+from vlshield.evaluation.metrics import most_frequent_baseline, paired_ratio, summarise
 
 TARGET = "banana"
 
@@ -69,3 +69,15 @@ def test_summarise_uses_triggered_references_for_asr_eligibility():
 def test_summarise_rejects_unknown_task():
     with pytest.raises(ValueError, match="unknown task"):
         summarise("retrieval", [], [], [], TARGET)
+
+
+def test_paired_ratio_by_hand():
+    control = [100.0, 0.0, 50.0, 50.0]
+    # The same scores: every resample gives 1 exactly. Twice the scores: 2 exactly (the draw is shared).
+    assert paired_ratio(control, control, resamples=50) == (1.0, 1.0, 1.0)
+    assert paired_ratio([2 * x for x in control], control, resamples=50) == (2.0, 2.0, 2.0)
+    # One answer lost of four: 150 / 200 = 0.75 on the whole set; resamples spread around it.
+    ratio, low, high = paired_ratio([100.0, 0.0, 50.0, 0.0], control, resamples=500)
+    assert ratio == 0.75 and low < 0.75 < high <= 1.0
+    with pytest.raises(ValueError, match="aligned, non-empty"):
+        paired_ratio([1.0, 2.0], [1.0], resamples=10)

@@ -21,8 +21,9 @@ import io
 import json
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from vlshield.config import ConfigError
 from vlshield.storage import atomic_write_text

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
@@ -103,18 +104,41 @@ def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str
         raise ValueError("every prediction needs at least one reference caption")
     if not predictions:
         return {"cider": None, "bleu4": None, "rouge_l": None}
-    tokenized_predictions = [tokenize_caption(text) for text in predictions]
-    tokenized_references = [[tokenize_caption(text) for text in refs] for refs in references]
-    # pycocoevalcap's interface: image id -> list of captions (exactly one for the prediction).
-    results = {index: [caption] for index, caption in enumerate(tokenized_predictions)}
-    ground_truth = dict(enumerate(tokenized_references))
-    # pycocoevalcap fails on max() of no document frequencies when no reference has a single word; score 0.
-    has_reference_words = any(caption for refs in tokenized_references for caption in refs)
-    cider = Cider().compute_score(ground_truth, results)[0] if has_reference_words else 0.0
+    tokenized_predictions, tokenized_references, results, ground_truth = _coco_inputs(predictions, references)
+    cider = float(_cider_per_image(tokenized_references, ground_truth, results).mean())
     bleu, _ = Bleu(4).compute_score(ground_truth, results, verbose=0)
     rouge, _ = Rouge().compute_score(ground_truth, results)
-    scores = {"cider": 100.0 * float(cider), "bleu4": 100.0 * float(bleu[3]), "rouge_l": 100.0 * float(rouge)}
+    scores = {"cider": cider, "bleu4": 100.0 * float(bleu[3]), "rouge_l": 100.0 * float(rouge)}
     meteor = meteor_score(tokenized_predictions, tokenized_references)
     if meteor is not None:
         scores["meteor"] = meteor
     return scores
+
+
+def cider_per_image(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> np.ndarray:
+    """CIDEr-D of each image x 100, float [n], its IDF taken over all of ``references``.
+
+    Their mean is ``caption_scores``' ``cider``; resampling them (images drawn with replacement, the IDF
+    kept) is how a confidence interval of CIDEr is bootstrapped.
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists; they must align")
+    if not predictions:
+        return np.zeros(0)
+    _, tokenized_references, results, ground_truth = _coco_inputs(predictions, references)
+    return _cider_per_image(tokenized_references, ground_truth, results)
+
+
+def _coco_inputs(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> tuple:
+    """Tokenized predictions and references, and pycocoevalcap's dicts: image id -> captions."""
+    tokenized_predictions = [tokenize_caption(text) for text in predictions]
+    tokenized_references = [[tokenize_caption(text) for text in refs] for refs in references]
+    results = {index: [caption] for index, caption in enumerate(tokenized_predictions)}  # exactly one each
+    return tokenized_predictions, tokenized_references, results, dict(enumerate(tokenized_references))
+
+
+def _cider_per_image(tokenized_references: list[list[str]], ground_truth: dict, results: dict) -> np.ndarray:
+    # pycocoevalcap fails on max() of no document frequencies when no reference has a single word; score 0.
+    if not any(caption for refs in tokenized_references for caption in refs):
+        return np.zeros(len(results))
+    return 100.0 * np.asarray(Cider().compute_score(ground_truth, results)[1], dtype=float)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
+
 from vlshield.data.sample import Task
 from vlshield.evaluation.asr import (
     Reference,
@@ -33,11 +35,29 @@ __all__ = [
     "most_frequent_baseline",
     "normalize_answer",
     "normalized_words",
+    "paired_ratio",
     "summarise",
     "tokenize_caption",
     "vqa_accuracy",
     "vqa_scores",
 ]
+
+
+def paired_ratio(
+    treated: np.ndarray, control: np.ndarray, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """mean(treated) / mean(control) over aligned per-sample scores, and its 95 % percentile interval.
+
+    The samples are drawn with replacement ``resamples`` times, the same draw for both (a paired bootstrap:
+    the two runs answered the same test samples), so what varies is which samples are asked, not which run.
+    """
+    treated, control = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
+    if treated.shape != control.shape or treated.ndim != 1 or len(treated) == 0:
+        raise ValueError(f"need two aligned, non-empty score vectors, got shapes {treated.shape} and {control.shape}")
+    draws = np.random.default_rng(seed).integers(0, len(treated), size=(resamples, len(treated)))
+    ratios = treated[draws].mean(1) / np.maximum(control[draws].mean(1), 1e-12)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(treated.mean() / max(control.mean(), 1e-12)), float(low), float(high)
 
 
 def most_frequent_baseline(train_responses: Sequence[str]) -> str:
