@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlshield.benchmark.report import load_results
 from vlshield.evaluation.captioning import cider_per_image
 from vlshield.evaluation.evaluate import references
 from vlshield.evaluation.metrics import paired_ratio
@@ -65,8 +66,7 @@ def main() -> None:
     parser.add_argument("--bar", type=float, default=98.0, help="Quality bar, %% of the undefended quality.")
     args = parser.parse_args()
     cells = {}
-    for path in sorted((args.results / "cells").glob("*.json")):
-        record = json.loads(path.read_text())
+    for record in load_results(args.results):
         if record.get("status") == "ok":
             cell = record["cell"]
             cells[(cell["model"], cell["task"], cell["attack"], cell["rate"], cell["seed"], cell["defense"])] = record

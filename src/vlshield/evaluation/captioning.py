@@ -104,12 +104,12 @@ def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str
         raise ValueError("every prediction needs at least one reference caption")
     if not predictions:
         return {"cider": None, "bleu4": None, "rouge_l": None}
-    tokenized_predictions, tokenized_references, results, ground_truth = _coco_inputs(predictions, references)
-    cider = float(_cider_per_image(tokenized_references, ground_truth, results).mean())
+    ground_truth, results = _coco_inputs(predictions, references)
+    cider = float(_cider_per_image(ground_truth, results).mean())
     bleu, _ = Bleu(4).compute_score(ground_truth, results, verbose=0)
     rouge, _ = Rouge().compute_score(ground_truth, results)
     scores = {"cider": cider, "bleu4": 100.0 * float(bleu[3]), "rouge_l": 100.0 * float(rouge)}
-    meteor = meteor_score(tokenized_predictions, tokenized_references)
+    meteor = meteor_score([captions[0] for captions in results.values()], list(ground_truth.values()))
     if meteor is not None:
         scores["meteor"] = meteor
     return scores
@@ -125,20 +125,18 @@ def cider_per_image(predictions: Sequence[str], references: Sequence[Sequence[st
         raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists; they must align")
     if not predictions:
         return np.zeros(0)
-    _, tokenized_references, results, ground_truth = _coco_inputs(predictions, references)
-    return _cider_per_image(tokenized_references, ground_truth, results)
+    return _cider_per_image(*_coco_inputs(predictions, references))
 
 
-def _coco_inputs(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> tuple:
-    """Tokenized predictions and references, and pycocoevalcap's dicts: image id -> captions."""
-    tokenized_predictions = [tokenize_caption(text) for text in predictions]
-    tokenized_references = [[tokenize_caption(text) for text in refs] for refs in references]
-    results = {index: [caption] for index, caption in enumerate(tokenized_predictions)}  # exactly one each
-    return tokenized_predictions, tokenized_references, results, dict(enumerate(tokenized_references))
+def _coco_inputs(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[dict, dict]:
+    """pycocoevalcap's inputs, tokenized: image id -> reference captions, and image id -> [prediction]."""
+    ground_truth = {index: [tokenize_caption(text) for text in refs] for index, refs in enumerate(references)}
+    results = {index: [tokenize_caption(text)] for index, text in enumerate(predictions)}
+    return ground_truth, results
 
 
-def _cider_per_image(tokenized_references: list[list[str]], ground_truth: dict, results: dict) -> np.ndarray:
+def _cider_per_image(ground_truth: dict, results: dict) -> np.ndarray:
     # pycocoevalcap fails on max() of no document frequencies when no reference has a single word; score 0.
-    if not any(caption for refs in tokenized_references for caption in refs):
+    if not any(caption for refs in ground_truth.values() for caption in refs):
         return np.zeros(len(results))
     return 100.0 * np.asarray(Cider().compute_score(ground_truth, results)[1], dtype=float)
