@@ -1,9 +1,9 @@
 """Training-step time with a defense over without, measured side by side in one process.
 
-    python benchmarks/defense_overhead.py --model llava:tiny --defense pcr --steps 40
+    python benchmarks/defense_overhead.py --model llava:tiny --defense pcr
 
-Builds the model once per defense from the same seed, then alternates blocks of steps between
-the undefended loop and the defended one (so machine noise hits both alike) and prints the
+Builds the model once per defense from the same seed, then alternates steps between the
+undefended loop and the defended one (so machine noise hits both alike) and prints the
 median step time of each and their ratio, and the whole training's ratio once a defense's repair
 epochs are counted (they are defended steps too). Each step is the loop's real work: views, batched
 forward, loss terms, backward, AdamW.
@@ -64,9 +64,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="llava:tiny")
     parser.add_argument("--defense", default="pcr")
-    parser.add_argument("--steps", type=int, default=40, help="Measured steps per defense.")
+    parser.add_argument("--steps", type=int, default=200, help="Measured steps per defense.")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--block", type=int, default=5, help="Steps per alternation block.")
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=1,
+        help="Steps per alternation block (blocks of 5 over 40 steps varied +-0.06x run to run).",
+    )
     parser.add_argument("--epochs", type=int, default=12, help="Schedule length, for the repair epochs' share.")
     parser.add_argument(
         "--option", action="append", default=[], metavar="KEY=VALUE", help="A defense option, e.g. score_fraction=0.5."

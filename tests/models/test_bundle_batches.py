@@ -55,6 +55,16 @@ def test_generation_inputs_are_the_training_prompt_left_padded(bundle):
             assert torch.equal(inputs["mm_token_type_ids"].bool(), image_tokens)
 
 
+def test_with_images_is_train_batch_with_other_images(bundle):
+    # The scoring view reuses the original's tokens: every input must equal a fresh train_batch's.
+    first, second = make_images(4), make_images(4, seed=1)
+    expected = bundle.train_batch(PROMPTS, RESPONSES, second)
+    swapped = bundle.with_images(bundle.train_batch(PROMPTS, RESPONSES, first), second)
+    assert sorted(swapped) == sorted(expected)
+    assert all(torch.equal(swapped[key], expected[key]) for key in expected)
+    assert not torch.equal(swapped["pixel_values"], bundle.train_batch(PROMPTS, RESPONSES, first)["pixel_values"])
+
+
 def test_pixels_reach_the_model_normalised_with_the_processor_statistics(bundle):
     images = make_images(2)
     pixels = bundle.train_batch(PROMPTS[:2], RESPONSES[:2], images)["pixel_values"]

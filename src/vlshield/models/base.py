@@ -259,6 +259,17 @@ class ModelBundle:
         batch = _append_responses(encoded, response_ids, self.tokenizer.pad_token_id)
         return self._to_model(batch)
 
+    def with_images(self, inputs: Mapping[str, Any], images: torch.Tensor) -> dict[str, Any]:
+        """``inputs`` (from ``train_batch``) with the pixel inputs of ``images`` in place of theirs.
+
+        The same prompts and responses with other images of the same size: the tokens are kept,
+        only the image processor runs (what ``train_batch`` would give, without tokenising again).
+        """
+        pixels = self.processor.image_processor(
+            images=self._pixels(images), return_tensors="pt", **self.adapter.image_kwargs
+        )
+        return {**inputs, **self._to_model(dict(pixels))}
+
     def generate_batch(self, prompts: Sequence[str], images: torch.Tensor) -> dict[str, Any]:
         """Left-padded model kwargs for ``model.generate`` (prompts in the template, no response)."""
         return self._to_model(dict(self._encode(self.prompt_texts(prompts), images, padding_side="left")))

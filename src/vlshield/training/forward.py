@@ -74,30 +74,36 @@ def forward_views(bundle, batch: Batch, views: list[View]) -> dict[str, ViewOutp
     """Run the original view and every extra view; views needing gradients share one batched forward.
 
     Returns ``{"original": ..., view.name: ...}``. Each no-gradient view runs in a forward of its
-    own under ``torch.no_grad``, over its ``rows`` of the batch only when it names them.
+    own under ``torch.no_grad``, over its ``rows`` of the batch only when it names them. A view over
+    every row keeps the original's tokens and only has its images processed (tokenising again cost
+    llava:tiny 12 ms of the 75 ms of such a view at batch 16, qwen2_5_vl:tiny 24 of 65).
     """
     original = View(name="original", images=batch.images, requires_grad=True)
     with_grad = [original] + [view for view in views if view.requires_grad]
     if any(view.rows is not None for view in with_grad):
         raise ValueError("a view with gradients shares the batched forward: it must cover every row (rows=None)")
-    outputs = _forward(bundle, batch.prompts, batch.responses, with_grad, grad=True)
+    size = len(batch.prompts)
+    inputs = bundle.train_batch(
+        batch.prompts * len(with_grad), batch.responses * len(with_grad), torch.cat([v.images for v in with_grad])
+    )
+    outputs = _forward(bundle, inputs, with_grad, size, grad=True)
     for view in views:
         if view.requires_grad:
             continue
-        prompts, responses = batch.prompts, batch.responses
-        if view.rows is not None:
-            prompts = [prompts[i] for i in view.rows.tolist()]
-            responses = [responses[i] for i in view.rows.tolist()]
-        outputs.update(_forward(bundle, prompts, responses, [view], grad=False))
+        if len(with_grad) == 1 and (view.rows is None or torch.equal(view.rows.cpu(), torch.arange(size))):
+            view_inputs = bundle.with_images(inputs, view.images)
+        else:
+            rows = range(size) if view.rows is None else view.rows.tolist()
+            view_inputs = bundle.train_batch(
+                [batch.prompts[i] for i in rows], [batch.responses[i] for i in rows], view.images
+            )
+        outputs.update(_forward(bundle, view_inputs, [view], len(view.images), grad=False))
     return outputs
 
 
-def _forward(bundle, prompts: list[str], responses: list[str], group: list[View], grad: bool) -> dict[str, ViewOutput]:
-    """One batched forward of ``group``'s views over the same prompts and responses."""
-    size = len(prompts)
-    inputs = bundle.train_batch(
-        prompts * len(group), responses * len(group), torch.cat([view.images for view in group])
-    )
+def _forward(bundle, inputs: dict, group: list[View], size: int, grad: bool) -> dict[str, ViewOutput]:
+    """One batched forward of ``group``'s views (``size`` rows each) on ``train_batch`` inputs."""
+    inputs = dict(inputs)
     labels = inputs.pop("labels")
     hook = visual_token_hook(bundle.visual_token_module(), [view.token_perturbation for view in group], size)
     with hook, torch.set_grad_enabled(grad and torch.is_grad_enabled()):
