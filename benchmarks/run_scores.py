@@ -24,7 +24,7 @@ import argparse
 import numpy as np
 from score_gap import load_history  # benchmarks/ is on the path when this script runs
 
-from vlshield.defenses.detection import normalised, word_runs
+from vlshield.defenses.detection import held_runs, word_runs
 
 
 def run_z(scores: np.ndarray, carriers: np.ndarray, runs: np.ndarray, min_carriers: int) -> np.ndarray:
@@ -53,7 +53,7 @@ def main() -> None:
         rows = np.flatnonzero(tasks == task)
         responses = [samples[i].response for i in rows]
         carriers, runs = word_runs(responses, 4)
-        texts = _run_texts(responses)
+        texts = list(dict.fromkeys(run for response in responses for run in held_runs(response, 4)))
         held = np.bincount(runs)
         bad = np.bincount(runs, weights=poisoned[rows][carriers], minlength=len(held)).astype(int)
         print(f"task {task or '-'}: {len(rows)} samples, {int(poisoned[rows].sum())} poisoned")
@@ -69,16 +69,6 @@ def main() -> None:
             shown = ["; ".join(f"{z[r]:+.1f} {texts[r]!r} ({held[r]}/{bad[r]})" for r in end) for end in ends]
             clean = np.where(bad == 0, np.abs(z), np.nan)
             print(f"{record['epoch']:5d}  {shown[0]}  |  {shown[1]}  |  {np.nanmax(clean):.1f}")
-
-
-def _run_texts(responses: list[str]) -> list[str]:
-    """The text of each run ``word_runs(responses, 4)`` numbers: its runs in order of first appearance."""
-    texts: dict[str, None] = {}
-    for response in responses:
-        tokens = normalised(response).split()
-        held = [" ".join(tokens[i : i + 4]) for i in range(len(tokens) - 3)] or [" ".join(tokens)]
-        texts.update(dict.fromkeys(held))
-    return list(texts)
 
 
 if __name__ == "__main__":

@@ -113,12 +113,19 @@ def word_runs(responses: list[str], words: int) -> tuple[np.ndarray, np.ndarray]
     samples: list[int] = []
     runs: list[int] = []
     for sample, response in enumerate(responses):
-        tokens = normalised(response).split()
-        if 0 < words <= len(tokens):
-            held = [" ".join(tokens[start : start + words]) for start in range(len(tokens) - words + 1)]
-        else:
-            held = [" ".join(tokens)]
-        for run in dict.fromkeys(held):  # each run once per sample, in order
+        for run in held_runs(response, words):
             samples.append(sample)
             runs.append(index.setdefault(run, len(index)))
     return np.array(samples, dtype=int), np.array(runs, dtype=int)
+
+
+def held_runs(response: str, words: int) -> list[str]:
+    """The distinct runs of ``words`` consecutive words ``response`` holds (normalised), in order; a
+    response of fewer words (or ``words`` = 0) is one run, whole. ``word_runs`` numbers them in order
+    of first appearance."""
+    tokens = normalised(response).split()
+    if 0 < words <= len(tokens):
+        held = [" ".join(tokens[start : start + words]) for start in range(len(tokens) - words + 1)]
+    else:
+        held = [" ".join(tokens)]
+    return list(dict.fromkeys(held))
