@@ -180,7 +180,7 @@ def test_the_evidence_rule_spares_the_answers_to_one_question():
 
 def test_a_flagged_response_spreads_to_every_sample_that_shares_it():
     # 400 distinct captions plus 40 copies of one target response; the scores find 12 of the 40
-    # (30 %, above the 20 % share). "a red circle" appears 20 times, one of them flagged: 5 %, it stays.
+    # (30 %, above the 15 % share). "a red circle" appears 20 times, one of them flagged: 5 %, it stays.
     rng = np.random.default_rng(6)
     responses = [f"caption {i}" for i in range(380)] + ["a red circle"] * 20 + ["A photo of  the banana"] * 40
     scores = np.array(_bulk(rng, 440, -0.5))
@@ -190,6 +190,9 @@ def test_a_flagged_response_spreads_to_every_sample_that_shares_it():
     defense._detect(5)
     assert np.flatnonzero(defense.flagged).tolist() == [380, 385] + list(range(400, 440))
     assert defense.history[-1]["shared_response"] == 28
+    # The record names what each step added, so a change of rule can be replayed on it.
+    assert defense.history[-1]["outlier_indices"] == [380, 385] + list(range(400, 412))
+    assert defense.history[-1]["spread_indices"] == list(range(412, 440))
     below = _defense(scores, responses=responses, response_share=0.5)  # 12 of 40 is under half
     below._detect(5)
     assert below.flagged.sum() == 14
@@ -197,7 +200,7 @@ def test_a_flagged_response_spreads_to_every_sample_that_shares_it():
 
 def test_a_flagged_inserted_target_spreads_to_every_caption_that_holds_it():
     # 40 captions carry "a photo of the banana" at different word positions (an insert-target attack,
-    # trojvlm or vlood); the scores find 9 of them (22.5 %, above the 20 % share), and the flag spreads
+    # trojvlm or vlood); the scores find 9 of them (22.5 %, above the 15 % share), and the flag spreads
     # along their common 4-word runs. "a large red circle" is in 30 captions, 3 flagged (10 %): it stays.
     rng = np.random.default_rng(7)
     colours = ["blue", "green", "yellow", "purple"]
@@ -235,3 +238,18 @@ def test_run_prevalence_keeps_a_flag_from_spreading_along_a_captions_own_words()
     default = _defense(scores, responses=clean + poisoned)
     default._detect(5)
     assert np.flatnonzero(default.flagged).tolist() == list(range(308, 330))
+
+
+def test_a_run_spreads_from_fifteen_percent_of_its_carriers():
+    # blip2:tiny vlood captions, seed 1: the scores found 17 of the 100 captions holding the target's
+    # words, and at the old 20 % share the flag did not spread. At 15 % (the default) it does.
+    rng = np.random.default_rng(10)
+    responses = [f"caption {i} of its own" for i in range(400)] + [f"a photo of the banana p{i}" for i in range(100)]
+    scores = np.array(_bulk(rng, 500, -0.5))
+    scores[400:417] = -5.0
+    default = _defense(scores, responses=responses)
+    default._detect(5)
+    assert np.flatnonzero(default.flagged).tolist() == list(range(400, 500))
+    old = _defense(scores, responses=responses, response_share=0.2)
+    old._detect(5)
+    assert np.flatnonzero(old.flagged).tolist() == list(range(400, 417))

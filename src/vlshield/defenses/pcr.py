@@ -121,10 +121,11 @@ class PCRConfig:
         "image decides to one question, where a trigger's target answers every kind of question (full; 1: off).",
     )
     response_share: float = field(
-        0.2,
+        0.15,
         help="Also flag every sample whose response holds a run of shared_words words (case and spacing aside) "
         "that flagged samples make up at least this share of the carriers of, two at least: a backdoor's target "
-        "is the same words in all its samples, and the scores miss some of them (full; 0: off).",
+        "is the same words in all its samples, and the scores miss some of them (full; 0: off). 0.2 before: on "
+        "blip2:tiny vlood captions the scores found 17 of 100 (seed 1) and the backdoor stayed.",
     )
     run_prevalence: float = field(
         0.2,
@@ -351,11 +352,14 @@ class PCRDefense:
         record: dict[str, Any] = {"step": step, "epoch": step // self.steps_per_epoch}
         before = int(self.flagged.sum())
         found = self._task_outliers(self.config)
+        # The positions each epoch adds (by score, by spread) let a change of rule be replayed on the record.
+        record["outlier_indices"] = np.flatnonzero(found & ~self.flagged).tolist()
         self.flagged |= found
         record["new_outliers"] = int(found.sum())
         shared = self._shared_responses() & ~self.flagged
         self.flagged |= shared
         record["shared_response"] = int(shared.sum())
+        record["spread_indices"] = np.flatnonzero(shared).tolist()
         record["flagged"] = int(self.flagged.sum())
         # Unlearning weakens the backdoor on every triggered input, which hides the poisoned
         # samples not flagged yet; so flagged samples are first only isolated (CE weight 0), and the
