@@ -129,3 +129,25 @@ def held_runs(response: str, words: int) -> list[str]:
     else:
         held = [" ".join(tokens)]
     return list(dict.fromkeys(held))
+
+
+def spread_flags(
+    flagged: np.ndarray, carriers: np.ndarray, runs: np.ndarray, share: float, prevalence: float
+) -> np.ndarray:
+    """[n] bool: the samples holding a word run (pairs ``carriers``/``runs`` from ``word_runs``) that
+    ``flagged`` samples make up at least ``share`` of the carriers of, two or more, and that at least
+    ``prevalence`` of all flagged samples hold; already flagged samples included.
+
+    >>> responses = ["a photo of the banana x", "the banana, a photo of the", "so a photo of the banana", "a b"]
+    >>> spread_flags(np.array([True, True, False, False]), *word_runs(responses, 4), 0.5, 0.2).tolist()
+    [True, True, True, False]
+    """
+    found = np.zeros_like(flagged)
+    if share <= 0 or not flagged.any():
+        return found
+    held = np.bincount(runs)
+    flagged_held = np.bincount(runs, weights=flagged[carriers], minlength=len(held))
+    spread = (flagged_held >= 2) & (flagged_held >= share * held)
+    spread &= flagged_held >= prevalence * flagged.sum()
+    found[carriers[spread[runs]]] = True
+    return found

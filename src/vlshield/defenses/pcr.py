@@ -61,6 +61,7 @@ from vlshield.defenses.detection import (
     one_question_answers,
     robust_high_gap,
     robust_low_outliers,
+    spread_flags,
     word_runs,
 )
 from vlshield.defenses.losses import (
@@ -410,16 +411,9 @@ class PCRDefense:
     def _shared_responses(self) -> np.ndarray:
         """[n] bool: the samples holding a word run (``word_runs``) that flagged samples make up at least
         ``response_share`` of the carriers of, two or more: one target in every poisoned response, in
-        place of the answer or inserted into it, spreads a flag to them all."""
-        found = np.zeros_like(self.flagged)
-        if self.config.response_share <= 0 or not self.flagged.any():
-            return found
-        carriers = np.bincount(self.runs)
-        flagged = np.bincount(self.runs, weights=self.flagged[self.carriers], minlength=len(carriers))
-        spread = (flagged >= 2) & (flagged >= self.config.response_share * carriers)
-        spread &= flagged >= self.config.run_prevalence * self.flagged.sum()
-        found[self.carriers[spread[self.runs]]] = True
-        return found
+        place of the answer or inserted into it, spreads a flag to them all (``spread_flags``)."""
+        config = self.config
+        return spread_flags(self.flagged, self.carriers, self.runs, config.response_share, config.run_prevalence)
 
     def state_dict(self) -> dict[str, Any]:
         return {
