@@ -4,7 +4,11 @@ Each epoch end of pcr adds flags by score (``outlier_indices``), then by spread 
 recorded since 3236914). Given the same flags, training is the same, so a run under another
 ``response_share``, ``run_prevalence`` or ``shared_words`` is identical to the recorded one exactly
 when the other rule spreads to the same samples at every epoch end; at the first epoch where it does
-not, the runs part, and what follows is not known without training again. Reads no poison flag::
+not, the runs part, and what follows is not known without training again. A run trained before the
+record named its indices can still be cleared of a LOWER ``response_share``, by a bound: flags are
+sticky, so at each epoch end no more of a run's carriers were flagged than the final flags hold, or
+than were flagged in all; if that cannot reach the lower share before the run's carriers were all
+flagged (or at all, for a run never spread), the run cannot change. Reads no poison flag::
 
     python benchmarks/replay_spread.py RESULTS/runs/CELL --option response_share=0.2 [--option ...]
     python benchmarks/replay_spread.py RESULTS --option response_share=0.2   # every pcr run in RESULTS
@@ -30,9 +34,13 @@ def replay(run: Path, changes: dict[str, float]) -> str:
     summary = json.loads((run / "train_summary.json").read_text())["defense"]
     recorded = PCRConfig(**config["run"]["defense_options"])
     other = dataclasses.replace(recorded, **changes)
-    if any("outlier_indices" not in record for record in summary["detections"]):
-        return "no indices in its record (trained before 3236914): cannot replay"
     responses = [sample.response for sample in read_manifest(Path(config["run"]["data"]) / "train.jsonl")]
+    if any("outlier_indices" not in record for record in summary["detections"]):
+        if other.shared_words != recorded.shared_words or other.run_prevalence != recorded.run_prevalence:
+            return "no indices in its record (trained before 3236914): only a lower response_share is bounded"
+        if other.response_share > recorded.response_share:
+            return "no indices in its record (trained before 3236914): only a lower response_share is bounded"
+        return bound(summary, responses, recorded, other.response_share)
     carriers, runs = word_runs(responses, other.shared_words)
     flagged = np.zeros(len(responses), dtype=bool)
     for record in summary["detections"]:
@@ -48,6 +56,33 @@ def replay(run: Path, changes: dict[str, float]) -> str:
             )
         flagged |= expected
     return f"same at every epoch end ({int(flagged.sum())} flags): the run would not change"
+
+
+def bound(summary: dict, responses: list[str], recorded: PCRConfig, share: float) -> str:
+    """Whether a run recorded without indices could change under the lower ``share`` (see the module doc)."""
+    carriers, runs = word_runs(responses, recorded.shared_words)
+    final = np.zeros(len(responses), dtype=bool)
+    final[summary["flagged_indices"]] = True
+    held = np.bincount(runs)
+    held_final = np.bincount(runs, weights=final[carriers], minlength=len(held))
+    # Flags at each spread check (before that epoch's spread), and the epochs that spread.
+    checks = [(record["epoch"], record["flagged"] - record["shared_response"]) for record in summary["detections"]]
+    spread_epochs = [record["epoch"] for record in summary["detections"] if record["shared_response"] > 0]
+    for run in np.flatnonzero((held_final >= 2) & (held_final >= share * held)):
+        if held_final[run] < held[run] and held_final[run] < recorded.response_share * held[run]:
+            return f"may change: a run of {held[run]} carriers ends with {int(held_final[run])} flagged"
+        # Up to when the run may have been short of all its carriers: the one spread epoch if only one.
+        if held_final[run] < held[run]:
+            horizon = None
+        else:
+            horizon = spread_epochs[0] if len(spread_epochs) == 1 else (spread_epochs or [None])[-1]
+        for epoch, flagged in checks:
+            if horizon is not None and epoch >= horizon:
+                break
+            most = min(flagged, held_final[run])
+            if most >= max(2, share * held[run], recorded.run_prevalence * flagged) and most < held[run]:
+                return f"may change: at epoch {epoch} up to {int(most)} of a run's {held[run]} carriers were flagged"
+    return f"cannot change (bound; {int(final.sum())} flags)"
 
 
 def main() -> None:
