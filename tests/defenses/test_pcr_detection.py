@@ -3,6 +3,7 @@
 import numpy as np
 
 from vlshield.defenses.base import DefenseContext
+from vlshield.defenses.detection import spread_flags, word_runs
 from vlshield.defenses.pcr import PCRConfig, PCRDefense
 
 
@@ -253,3 +254,30 @@ def test_a_run_spreads_from_fifteen_percent_of_its_carriers():
     old = _defense(scores, responses=responses, response_share=0.2)
     old._detect(5)
     assert np.flatnonzero(old.flagged).tolist() == list(range(400, 417))
+
+
+def test_the_detection_record_replays_the_spread():
+    # Two epoch ends: 8 of 60 target carriers found (13 %, under 15 %: no spread), then 7 more (25 %: spread).
+    # What each record names is exactly what the spread rule gives on the flags before it, so
+    # benchmarks/replay_spread.py can replay another rule on a run without training it again.
+    rng = np.random.default_rng(11)
+    responses = [f"caption {i} of its own" for i in range(440)] + [f"a photo of the banana p{i}" for i in range(60)]
+    scores = np.array(_bulk(rng, 500, -0.5))
+    scores[440:448] = -5.0
+    defense = _defense(scores, responses=responses)
+    defense._detect(5)
+    scores[448:455] = -5.0
+    defense.log_ratio = scores.copy()
+    defense._detect(10)
+    first, second = defense.history
+    assert first["outlier_indices"] == list(range(440, 448)) and first["spread_indices"] == []
+    assert second["outlier_indices"] == list(range(448, 455))
+    assert second["spread_indices"] == list(range(455, 500))
+    flagged = np.zeros(500, dtype=bool)
+    carriers, runs = word_runs(responses, 4)
+    for record in defense.history:
+        flagged[record["outlier_indices"]] = True
+        spread = spread_flags(flagged, carriers, runs, 0.15, 0.2) & ~flagged
+        assert np.flatnonzero(spread).tolist() == record["spread_indices"]
+        flagged |= spread
+    assert np.array_equal(flagged, defense.flagged)
