@@ -17,16 +17,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-from run_scores import run_z  # benchmarks/ is on the path when this script runs
+from run_scores import run_texts, run_z  # benchmarks/ is on the path when this script runs
 
 from vlshield.data.manifest import read_manifest
-from vlshield.defenses.detection import held_runs, word_runs
+from vlshield.defenses.detection import word_runs
 
 
 def task_line(scores: np.ndarray, responses: list[str], poisoned: np.ndarray, min_carriers: int) -> tuple[float, str]:
     """One task: the largest |z| of a clean run, and a line naming that run and the poisoned runs' z range."""
     carriers, runs = word_runs(responses, 4)
-    texts = list(dict.fromkeys(run for response in responses for run in held_runs(response, 4)))
+    texts = run_texts(responses)
     held = np.bincount(runs)
     bad = np.bincount(runs, weights=poisoned[carriers], minlength=len(held))
     z = run_z(scores, carriers, runs, min_carriers)

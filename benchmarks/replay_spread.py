@@ -36,9 +36,8 @@ def replay(run: Path, changes: dict[str, float]) -> str:
     other = dataclasses.replace(recorded, **changes)
     responses = [sample.response for sample in read_manifest(Path(config["run"]["data"]) / "train.jsonl")]
     if any("outlier_indices" not in record for record in summary["detections"]):
-        if other.shared_words != recorded.shared_words or other.run_prevalence != recorded.run_prevalence:
-            return "no indices in its record (trained before 3236914): only a lower response_share is bounded"
-        if other.response_share > recorded.response_share:
+        same_rest = other.shared_words == recorded.shared_words and other.run_prevalence == recorded.run_prevalence
+        if not same_rest or other.response_share > recorded.response_share:
             return "no indices in its record (trained before 3236914): only a lower response_share is bounded"
         return bound(summary, responses, recorded, other.response_share)
     carriers, runs = word_runs(responses, other.shared_words)
@@ -71,11 +70,8 @@ def bound(summary: dict, responses: list[str], recorded: PCRConfig, share: float
     for run in np.flatnonzero((held_final >= 2) & (held_final >= share * held)):
         if held_final[run] < held[run] and held_final[run] < recorded.response_share * held[run]:
             return f"may change: a run of {held[run]} carriers ends with {int(held_final[run])} flagged"
-        # Up to when the run may have been short of all its carriers: the one spread epoch if only one.
-        if held_final[run] < held[run]:
-            horizon = None
-        else:
-            horizon = spread_epochs[0] if len(spread_epochs) == 1 else (spread_epochs or [None])[-1]
+        # Up to when a run flagged whole at the end may have been short of some carriers: the last spread.
+        horizon = spread_epochs[-1] if spread_epochs and held_final[run] == held[run] else None
         for epoch, flagged in checks:
             if horizon is not None and epoch >= horizon:
                 break

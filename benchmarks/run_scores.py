@@ -41,6 +41,11 @@ def run_z(scores: np.ndarray, carriers: np.ndarray, runs: np.ndarray, min_carrie
     return np.where(count >= min_carriers, z, np.nan)
 
 
+def run_texts(responses: list[str]) -> list[str]:
+    """The text of each run ``word_runs(responses, 4)`` numbers, in its order (of first appearance)."""
+    return list(dict.fromkeys(run for response in responses for run in held_runs(response, 4)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run trained with keep_score_history=true (suppress=false)")
@@ -53,7 +58,7 @@ def main() -> None:
         rows = np.flatnonzero(tasks == task)
         responses = [samples[i].response for i in rows]
         carriers, runs = word_runs(responses, 4)
-        texts = list(dict.fromkeys(run for response in responses for run in held_runs(response, 4)))
+        texts = run_texts(responses)
         held = np.bincount(runs)
         bad = np.bincount(runs, weights=poisoned[rows][carriers], minlength=len(held)).astype(int)
         print(f"task {task or '-'}: {len(rows)} samples, {int(poisoned[rows].sum())} poisoned")

@@ -241,13 +241,20 @@ def test_run_prevalence_keeps_a_flag_from_spreading_along_a_captions_own_words()
     assert np.flatnonzero(default.flagged).tolist() == list(range(308, 330))
 
 
+def _target_among_captions(seed: int, clean: int, targets: int, found: int) -> tuple[list[str], np.ndarray]:
+    """``clean`` captions of their own, then ``targets`` holding the target's words; the first ``found``
+    of those score as outliers (-5 against a bulk at -0.5)."""
+    responses = [f"caption {i} of its own" for i in range(clean)]
+    responses += [f"a photo of the banana p{i}" for i in range(targets)]
+    scores = np.array(_bulk(np.random.default_rng(seed), clean + targets, -0.5))
+    scores[clean : clean + found] = -5.0
+    return responses, scores
+
+
 def test_a_run_spreads_from_fifteen_percent_of_its_carriers():
     # blip2:tiny vlood captions, seed 1: the scores found 17 of the 100 captions holding the target's
     # words, and at the old 20 % share the flag did not spread. At 15 % (the default) it does.
-    rng = np.random.default_rng(10)
-    responses = [f"caption {i} of its own" for i in range(400)] + [f"a photo of the banana p{i}" for i in range(100)]
-    scores = np.array(_bulk(rng, 500, -0.5))
-    scores[400:417] = -5.0
+    responses, scores = _target_among_captions(10, clean=400, targets=100, found=17)
     default = _defense(scores, responses=responses)
     default._detect(5)
     assert np.flatnonzero(default.flagged).tolist() == list(range(400, 500))
@@ -260,10 +267,7 @@ def test_the_detection_record_replays_the_spread():
     # Two epoch ends: 8 of 60 target carriers found (13 %, under 15 %: no spread), then 7 more (25 %: spread).
     # What each record names is exactly what the spread rule gives on the flags before it, so
     # benchmarks/replay_spread.py can replay another rule on a run without training it again.
-    rng = np.random.default_rng(11)
-    responses = [f"caption {i} of its own" for i in range(440)] + [f"a photo of the banana p{i}" for i in range(60)]
-    scores = np.array(_bulk(rng, 500, -0.5))
-    scores[440:448] = -5.0
+    responses, scores = _target_among_captions(11, clean=440, targets=60, found=8)
     defense = _defense(scores, responses=responses)
     defense._detect(5)
     scores[448:455] = -5.0
