@@ -90,6 +90,21 @@ def test_the_repair_epochs_unlearn_whatever_detection_found():
     assert _defense(scores, suppress=False).repair_schedule() == (0, 0.0)
 
 
+def test_a_few_flags_bring_no_repair_epoch():
+    # 4 flags among 1000 samples are fewer than 0.5 % (settle_min_fraction): the run ends with the
+    # schedule, the 4 isolated and never unlearnt. 10 flags are a group: they are repaired.
+    rng = np.random.default_rng(5)
+    scores = np.array(_bulk(rng, 1000, -0.5))
+    scores[:4] = -5.0
+    few = _defense(scores)
+    assert not few.repair_needed(100)
+    assert few.flagged.sum() == 4 and not few.unlearning and few.history[-1]["unlearning"] is False
+    assert _defense(scores, settle_min_fraction=0.004).repair_needed(100)  # 4 of 1000 is a group at 0.4 %
+    scores[4:10] = -5.0
+    group = _defense(scores)
+    assert group.repair_needed(100) and group.flagged.sum() == 10 and group.unlearning
+
+
 def test_repair_isolation_leaves_suspects_below_a_looser_bar_out():
     # Bulk -0.5 +- 0.2; 30 targets far down (flagged); 10 samples at -1.1: 3 robust SDs down, below -1,
     # so not flagged (3.5 SDs) but suspected at 2 SDs once the schedule is over.

@@ -38,7 +38,9 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
   A backdoor that installs late is flagged late, when the cosine schedule has little learning
   rate left (qwen2_5_vl:tiny badnet: flags from epoch 7 of 12, ASR 96.5 %); so ``repair_epochs``
   more epochs follow the schedule, with a cosine of their own from ``repair_lr`` times the peak,
-  in which every flagged sample is unlearnt whether detection settled or not (ASR 2.5 %).
+  in which every flagged sample is unlearnt whether detection settled or not (ASR 2.5 %), when
+  the flags make a group (``settle_min_fraction``): 1 to 4 clean flags on llava:tiny wanet, where
+  there was nothing to find, brought a repair epoch that cost 6-12 % CIDEr.
 
 Nothing here reads the poison flag, the trigger or the target: only prompts, responses, images
 and the model's own outputs.
@@ -149,7 +151,9 @@ class PCRConfig:
         0.005, help="... once at least this fraction of the samples is flagged (a few first flags are not a group)."
     )
     repair_epochs: int = field(
-        1, help="Epochs after the schedule in which every flagged sample is unlearnt (full; 0: none)."
+        1,
+        help="Epochs after the schedule in which every flagged sample is unlearnt, if the flags hold at least "
+        "settle_min_fraction of the samples (full; 0: none).",
     )
     repair_isolation: float = field(
         2.0,
@@ -230,10 +234,15 @@ class PCRDefense:
         return self.config.repair_epochs, self.config.repair_lr
 
     def repair_needed(self, step: int) -> bool:
-        """At the start of a repair epoch: detect, then repair only if something is flagged (else the
-        run stays the undefended one: nothing was isolated, nothing unlearnt)."""
+        """At the start of a repair epoch: detect, then repair only if the flags make a group (at least
+        ``settle_min_fraction`` of the samples, as unlearning waits for). A few flags stay isolated and
+        the run ends with the schedule: with nothing there to find (llava:tiny wanet), 1 to 4 clean
+        flags brought a repair epoch that unlearnt clean captions and trained the weak backdoor on."""
         self._detect_once(step)
-        return bool(self.flagged.any())
+        return self._a_group(int(self.flagged.sum()))
+
+    def _a_group(self, flags: int) -> bool:
+        return flags >= max(1, self.config.settle_min_fraction * len(self.flagged))
 
     def _detect_once(self, step: int) -> None:
         if step > 0 and step % self.steps_per_epoch == 0 and not any(h["step"] == step for h in self.history):
@@ -365,11 +374,10 @@ class PCRDefense:
         # Unlearning weakens the backdoor on every triggered input, which hides the poisoned
         # samples not flagged yet; so flagged samples are first only isolated (CE weight 0), and the
         # unlearning terms start once detection settles: a round adding few flags to those there.
-        enough = before >= max(1, self.config.settle_min_fraction * len(self.flagged))
-        if enough and record["flagged"] - before <= self.config.settle_growth * before:
+        if self._a_group(before) and record["flagged"] - before <= self.config.settle_growth * before:
             self.unlearning = True
         # A backdoor that installs late is flagged late; the repair epochs unlearn it whatever the schedule left.
-        repairing = step >= self.schedule_steps
+        repairing = step >= self.schedule_steps and self._a_group(record["flagged"])
         self.unlearning = self.unlearning or repairing
         if repairing or (self.unlearning and self.config.isolate_while_unlearning):
             if self.config.repair_isolation > 0 and self.config.suppress:
