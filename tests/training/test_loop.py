@@ -194,9 +194,10 @@ def test_cosine_schedule_warms_up_decays_then_anneals_the_repair_steps():
 def test_the_repair_epoch_runs_only_when_something_is_flagged(data_dir, tmp_path):
     # The oracle control flags the 6 poisoned samples from the start: it repairs. pcr flags nothing in
     # two epochs of 48 samples: no repair, and its run is the undefended one, weight for weight.
+    # Checkpoints every 6 steps: pcr's run ends at step 12, a checkpoint step, and saves it again.
     runs = {}
     for name in ("oracle", "pcr", "none"):
-        settings = TrainConfig(epochs=2, batch_size=8, log_every=1)
+        settings = TrainConfig(epochs=2, batch_size=8, log_every=1, checkpoint_every=6)
         config = RunConfig(data=str(data_dir), defense=name, train=settings)
         runs[name] = train(config, tmp_path / name, progress=False)
     oracle = runs["oracle"]
@@ -205,6 +206,7 @@ def test_the_repair_epoch_runs_only_when_something_is_flagged(data_dir, tmp_path
     assert lr[11] < 0.02 * oracle["lr"] and lr[12] == pytest.approx(0.3 * oracle["lr"]) and lr[18] == 0.0
     assert runs["pcr"]["defense"]["flagged_indices"] == []
     assert runs["pcr"]["epochs"] == 2 and runs["pcr"]["repair_epochs"] == 0 and runs["pcr"]["steps"] == 12
+    assert [path.name for path in (tmp_path / "pcr" / "checkpoints").iterdir()] == ["step-0000012"]
     pcr, none = _weights(tmp_path / "pcr"), _weights(tmp_path / "none")
     assert all(torch.equal(pcr[key], none[key]) for key in none)
 

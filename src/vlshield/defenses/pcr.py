@@ -39,8 +39,9 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
   rate left (qwen2_5_vl:tiny badnet: flags from epoch 7 of 12, ASR 96.5 %); so ``repair_epochs``
   more epochs follow the schedule, with a cosine of their own from ``repair_lr`` times the peak,
   in which every flagged sample is unlearnt whether detection settled or not (ASR 2.5 %), when
-  the flags make a group (``settle_min_fraction``): 1 to 4 clean flags on llava:tiny wanet, where
-  there was nothing to find, brought a repair epoch that cost 6-12 % CIDEr.
+  the flags make a group (``settle_min_fraction``): on llava:tiny wanet at 10 %, where there was
+  nothing to find, 2 clean flags brought a repair epoch that trained the weak backdoor on (ASR
+  7.0 -> 12.0 %, false triggers 7.5 -> 13.5 %; 5.5 % and 5.5 % without it).
 
 Nothing here reads the poison flag, the trigger or the target: only prompts, responses, images
 and the model's own outputs.
@@ -236,8 +237,8 @@ class PCRDefense:
     def repair_needed(self, step: int) -> bool:
         """At the start of a repair epoch: detect, then repair only if the flags make a group (at least
         ``settle_min_fraction`` of the samples, as unlearning waits for). A few flags stay isolated and
-        the run ends with the schedule: with nothing there to find (llava:tiny wanet), 1 to 4 clean
-        flags brought a repair epoch that unlearnt clean captions and trained the weak backdoor on."""
+        the run ends with the schedule: a repair epoch for a few clean flags unlearns clean responses
+        and trains a weak backdoor on."""
         self._detect_once(step)
         return self._a_group(int(self.flagged.sum()))
 

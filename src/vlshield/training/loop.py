@@ -101,7 +101,13 @@ def _save_checkpoint(accelerator, run_dir: Path, step: int, defense, log: list[d
     if accelerator.is_main_process:
         torch.save(defense.state_dict(), tmp / "defense_state.pt")
         atomic_write_json(tmp / STATE_FILE, {"step": step, "log": log})
+        # A run that ends with the schedule at a checkpoint step saves that step again (the defense
+        # has decided since): the new checkpoint replaces the old, which a directory rename cannot do.
+        stale = final.with_name(f".stale-step-{step:07d}")
+        if final.exists():
+            final.rename(stale)
         tmp.rename(final)
+        shutil.rmtree(stale, ignore_errors=True)
         for old in sorted((run_dir / "checkpoints").glob("step-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
