@@ -15,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+from vlshield.config import from_dict
 from vlshield.defenses.pcr import PCRConfig
 
 
@@ -35,10 +36,9 @@ def main() -> None:
         if cell.get("status") != "ok" or cell["cell"]["defense"] != "pcr":
             continue
         seen += 1
-        options = cell["config"]["run"].get("defense_options") or {}
-        fraction = options.get("settle_min_fraction", PCRConfig().settle_min_fraction)
+        config = from_dict(PCRConfig, cell["config"]["run"].get("defense_options") or {})
         samples = cell["config"]["poison"]["limit"]
-        bar = max(1, fraction * samples)
+        bar = config.min_group(samples)
         flags = flags_at_schedule_end(cell)
         if flags is None or not 0 < flags < bar:
             continue

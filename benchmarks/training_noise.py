@@ -18,6 +18,7 @@ import json
 import statistics
 from pathlib import Path
 
+from vlshield.benchmark.report import QUALITY
 from vlshield.config import from_dict, merge, parse_overrides
 from vlshield.evaluation.evaluate import evaluate_run
 from vlshield.training.config import RunConfig
@@ -25,10 +26,9 @@ from vlshield.training.loop import train
 
 
 def quality(metrics: dict) -> tuple[str, float]:
-    """The task's clean-quality metric: CIDEr for captions, VQA accuracy otherwise."""
-    if metrics.get("cider") is not None:
-        return "CIDEr", float(metrics["cider"])
-    return "VQA accuracy", float(metrics["vqa_accuracy"])
+    """The task's clean-quality metric and its value (the report's: CIDEr, or VQA accuracy)."""
+    key, name = QUALITY[metrics["setting"]["task"]]
+    return name, float(metrics[key])
 
 
 def run_once(args: argparse.Namespace, defense: str, seed: int) -> dict:

@@ -172,6 +172,10 @@ class PCRConfig:
         False, help="Save every sample's scores at each epoch end in the run summary (full; a diagnostic)."
     )
 
+    def min_group(self, samples: int) -> float:
+        """The fewest flags among ``samples`` that make a group: unlearning and the repair epochs wait for it."""
+        return max(1, self.settle_min_fraction * samples)
+
     def __post_init__(self) -> None:
         unknown = [name for name in self.augmentations if name not in PIXEL_OPS]
         if unknown or not self.augmentations:
@@ -243,7 +247,7 @@ class PCRDefense:
         return self._a_group(int(self.flagged.sum()))
 
     def _a_group(self, flags: int) -> bool:
-        return flags >= max(1, self.config.settle_min_fraction * len(self.flagged))
+        return flags >= self.config.min_group(len(self.flagged))
 
     def _detect_once(self, step: int) -> None:
         if step > 0 and step % self.steps_per_epoch == 0 and not any(h["step"] == step for h in self.history):
