@@ -1,0 +1,62 @@
+"""benchmarks/pcr_cells.py: pcr cells paired with their undefended twins, and the headline counts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pcr_cells.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("pcr_cells", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cell(out: Path, attack: str, defense: str, seed: int, asr: float, cider: float, detection=None) -> None:
+    cell = {
+        "model": "llava:tiny",
+        "task": "caption",
+        "dataset": "shapes",
+        "attack": attack,
+        "defense": defense,
+        "rate": 0.05,
+        "seed": seed,
+    }
+    metrics = {"asr": asr, "cider": cider}
+    if detection is not None:
+        metrics["detection"] = detection
+    name = f"llava_tiny--caption--{attack}--{defense}--0.05--{seed}"
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    (out / "cells" / f"{name}.json").write_text(json.dumps({"cell": cell, "status": "ok", "metrics": metrics}))
+
+
+def test_pairs_table_and_counts(tmp_path):
+    found = {"flagged": 100, "poisoned": 100, "precision": 1.0, "recall": 1.0}
+    _cell(tmp_path, "badnet", "none", 0, 0.98, 500.0)
+    _cell(tmp_path, "badnet", "pcr", 0, 0.0, 490.0, found)
+    _cell(tmp_path, "badnet", "oracle", 0, 0.0, 520.0)  # another defense: not paired
+    _cell(tmp_path, "sig", "none", 0, 1.0, 400.0)
+    _cell(tmp_path, "sig", "pcr", 0, 0.5, 400.0, {"flagged": 0, "poisoned": 100, "precision": None, "recall": 0.0})
+    _cell(tmp_path, "wanet", "none", 0, 0.03, 300.0)  # not installed: in the table, not in the counts
+    _cell(tmp_path, "wanet", "pcr", 0, 0.0, 330.0, {"flagged": 0, "poisoned": 100, "precision": None, "recall": 0.0})
+    _cell(tmp_path, "blended", "pcr", 0, 0.0, 300.0, found)  # no undefended twin: left out
+    script = _script()
+    pairs = script.pairs(tmp_path)
+    assert [pair["key"][3] for pair in pairs] == ["badnet", "sig", "wanet"]
+    table = script.table(pairs).splitlines()
+    # 490 / 500 = 98 %; precision and recall as percentages
+    assert table[2] == (
+        "| llava:tiny | caption | badnet | 5 % | 0 | 98.0 % / 500.0 | 0.0 % / 490.0 (98 %) | 100 (100.0 %, 100 %) |"
+    )
+    assert table[3].endswith("| 50.0 % / 400.0 (100 %) | 0 |")
+    counts = script.counts(pairs).splitlines()
+    # badnet and sig installed (98 %, 100 %), wanet not (3 %): mean ASR (98 + 100) / 2 -> (0 + 50) / 2
+    assert counts[0] == "caption at 5 %: 3 pairs, 2 installed (ASR >= 90 %)"
+    assert counts[1] == "  mean ASR 99.0 % -> 25.0 % with pcr; 0.0 % in 1; above 15 % in 1"
+    assert counts[2] == "    llava:tiny caption sig 5 % seed 0: 100.0 -> 50.0 %"
+    # quality ratios 98 % and 100 %: none below the 98 % bar
+    assert counts[3] == "  quality with pcr 98-100 % of undefended (mean 99 %); below 98 % in 0"
