@@ -87,9 +87,11 @@ def _name(pair: dict) -> str:
 
 
 def counts(found: list[dict]) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for pair in found:
+        groups.setdefault((pair["key"][0], pair["key"][4]), []).append(pair)  # by task and rate
     lines = []
-    for task, rate in sorted({(pair["key"][0], pair["key"][4]) for pair in found}):
-        group = [pair for pair in found if (pair["key"][0], pair["key"][4]) == (task, rate)]
+    for (task, rate), group in sorted(groups.items()):
         installed = [pair for pair in group if pair["none_asr"] >= INSTALLED_ASR]
         lines.append(
             f"{task} at {100 * rate:g} %: {len(group)} pairs, {len(installed)} installed (ASR >= {INSTALLED_ASR:g} %)"
