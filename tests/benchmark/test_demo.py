@@ -1,4 +1,4 @@
-"""``vlshield demo`` end to end (minutes: marked slow): the files it promises and an installed backdoor."""
+"""``vlshield demo`` end to end (minutes: marked slow): its files, installed backdoors, and pcr removing them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from vlshield.cli import main
 pytestmark = pytest.mark.slow
 
 
-def test_demo_writes_its_report_and_the_undefended_backdoor_installs(tmp_path, capsys):
+def test_demo_writes_its_report_installs_both_backdoors_and_pcr_removes_them(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
@@ -23,8 +23,13 @@ def test_demo_writes_its_report_and_the_undefended_backdoor_installs(tmp_path, c
         assert (out / name).is_file()
         assert str(out / name) in printed or name == "cells.csv"
     assert "| llava:tiny | caption (CIDEr) |" in printed
-    undefended = [record["metrics"] for name, record in records.items() if record["cell"]["defense"] == "none"]
-    assert all(metrics["asr"] >= 0.9 for metrics in undefended), undefended  # the attack really works
-    # the task is learnt, if weakly at this budget (CIDEr 90-145 here, thread count changing the numbers):
-    # above always answering the most frequent training response
-    assert all(metrics["cider"] > 1.2 * metrics["baseline"]["cider"] for metrics in undefended)
+    metrics = {(record["cell"]["attack"], record["cell"]["defense"]): record["metrics"] for record in records.values()}
+    assert len(metrics) == 4
+    for attack in ("badnet", "blended"):
+        undefended, defended = metrics[attack, "none"], metrics[attack, "pcr"]
+        assert undefended["asr"] >= 0.9, (attack, undefended)  # the attack really works
+        # clean captioning is learnt: well above always answering the most frequent training caption
+        # (CIDEr 436-472 against about 69 at seeds 0-2, docs/results/experiments/demo-budget-64px/)
+        assert undefended["cider"] > 3 * undefended["baseline"]["cider"], (attack, undefended)
+        assert defended["asr"] <= 0.05, (attack, defended)  # 0.0 % at seeds 0-2
+        assert defended["cider"] >= 0.85 * undefended["cider"], (attack, defended)  # 89-105 % at seeds 0-2

@@ -1,15 +1,17 @@
 """The progress display over a grid's cells: which cell, its stage, elapsed and remaining time.
 
-One tqdm bar counts cells; its text shows the running cell, its stage (poison, train, evaluate)
-and how long the stage has run, and the bar's end shows the elapsed time and an estimate of the
-remaining time. The estimate is the remaining cells' estimated seconds (``estimate.py``), scaled
-by how fast this machine has run the cells finished so far. A line per finished cell gives its
+One tqdm bar counts cells; its text shows the running cells (several when cells run in parallel
+worker processes), each one's stage (poison, train, evaluate) and how long the stage has run,
+and the bar's end shows the elapsed time and an estimate of the remaining time. The estimate is
+the remaining cells' estimated seconds (``estimate.py``), scaled by how fast this machine has run
+the cells finished so far and divided by the number of workers. A line per finished cell gives its
 headline numbers. A background thread redraws the bar every second. Without a terminal (a log
 file, a SLURM job) there is no bar: a line per cell and per stage instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -28,13 +30,12 @@ class GridProgress:
     per cell and stage. Not ``enabled``: a line per finished cell only.
     """
 
-    def __init__(self, total: int, estimates: dict[str, float], enabled: bool = True) -> None:
-        self.total, self.done = total, 0
+    def __init__(self, total: int, estimates: dict[str, float], enabled: bool = True, workers: int = 1) -> None:
+        self.total, self.done, self.workers = total, 0, workers
         self.estimates = dict(estimates)
         self.started = time.perf_counter()
         self.measured = self.estimated = 0.0  # seconds of the cells finished here, actual and estimated
-        self.cell: Cell | None = None
-        self.stage_name, self.stage_started, self.cell_started = "", self.started, self.started
+        self.running: dict[str, _Running] = {}  # by cell name, in the order they started
         self.verbose = enabled
         self.lock = threading.Lock()
         live = enabled and sys.stderr.isatty()
@@ -53,25 +54,29 @@ class GridProgress:
             self._write(f"{count} of {self.total} cells already finished: skipped")
 
     def start(self, index: int, cell: Cell) -> None:
+        now = time.perf_counter()
         with self.lock:
-            self.cell, self.cell_started = cell, time.perf_counter()
+            self.running[cell.name] = _Running(cell, now, "", now)
+            position = self.done + len(self.running)
         if self.verbose:
-            self._write(f"[{self.done + 1}/{self.total}] cell {index}: {cell.name}")
+            self._write(f"[{position}/{self.total}] cell {index}: {cell.name}")
 
-    def stage(self, name: str) -> None:
+    def stage(self, name: str, cell_name: str | None = None) -> None:
+        """The running cell ``cell_name`` (default: the only one) entered stage ``name``."""
         with self.lock:
-            self.stage_name, self.stage_started = name, time.perf_counter()
+            running = self.running[cell_name] if cell_name else next(iter(self.running.values()))
+            running.stage, running.stage_started = name, time.perf_counter()
         if not self.bar.disable:
             self._redraw()
         elif self.verbose:
-            self._write(f"  {name} ({self._times()})")
+            prefix = f"{running.cell.name}: " if self.workers > 1 else ""
+            self._write(f"  {prefix}{name} ({self._times()})")
 
     def finish(self, cell: Cell, record: dict[str, Any]) -> None:
-        seconds = time.perf_counter() - self.cell_started
         with self.lock:
+            seconds = time.perf_counter() - self.running.pop(cell.name).started
             self.measured += seconds
             self.estimated += self.estimates.pop(cell.name, seconds)
-            self.cell = None
             self.done += 1
         self._write(f"  {cell.name}: {describe_record(record)} ({format_duration(seconds)})")
         self.bar.update(1)
@@ -79,12 +84,13 @@ class GridProgress:
             self._redraw()
 
     def remaining_seconds(self) -> float:
-        """Estimated seconds left: the cells not finished, scaled by this machine's measured speed."""
+        """Estimated seconds left: the unfinished cells, scaled by this machine's measured speed, over the workers."""
         speed = self.measured / self.estimated if self.estimated > 0 else 1.0
         left = sum(self.estimates.values())
-        if self.cell is not None:
-            left -= min(time.perf_counter() - self.cell_started, self.estimates.get(self.cell.name, 0.0))
-        return max(0.0, left * speed)
+        now = time.perf_counter()
+        for running in self.running.values():
+            left -= min(now - running.started, self.estimates.get(running.cell.name, 0.0))
+        return max(0.0, left * speed / self.workers)
 
     def close(self) -> None:
         self.stop.set()
@@ -102,8 +108,11 @@ class GridProgress:
 
     def _redraw(self) -> None:
         with self.lock:
-            stage = f"{self.stage_name} {format_duration(time.perf_counter() - self.stage_started)}"
-            doing = f"{self.cell.name} | {stage}" if self.cell else ""
+            now = time.perf_counter()
+            doing = ", ".join(
+                f"{running.cell.name} | {running.stage} {format_duration(now - running.stage_started)}"
+                for running in self.running.values()
+            )
             times = self._times()
         self.bar.set_description_str(doing, refresh=False)
         self.bar.set_postfix_str(times, refresh=False)
@@ -114,6 +123,16 @@ class GridProgress:
             print(line, flush=True)
         else:
             self.bar.write(line)
+
+
+@dataclasses.dataclass
+class _Running:
+    """A cell being run: when it started, its stage and when that started (``time.perf_counter``)."""
+
+    cell: Cell
+    started: float
+    stage: str
+    stage_started: float
 
 
 def describe_record(record: dict[str, Any]) -> str:

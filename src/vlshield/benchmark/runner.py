@@ -24,8 +24,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import multiprocessing
 import os
+import queue
 import shutil
+import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -118,13 +121,24 @@ def plan(grid: GridConfig, out: str | Path, shard: Shard = Shard()) -> list[dict
 
 
 def run_grid(
-    grid: GridConfig, out: str | Path, shard: Shard = Shard(), keep_runs: bool = False, progress: bool = True
+    grid: GridConfig,
+    out: str | Path,
+    shard: Shard = Shard(),
+    keep_runs: bool = False,
+    progress: bool = True,
+    workers: int = 1,
 ) -> GridOutcome:
     """Run this shard's unfinished cells of ``grid`` into ``out``; the grid is checked first, as a whole.
 
+    ``workers`` > 1 runs that many cells at a time, each in its own process with one torch thread
+    (longest estimated cells first), so a cell's numbers do not depend on how many cores the
+    machine has: they equal a one-by-one run with ``OMP_NUM_THREADS=1``. ``workers`` = 1 runs the
+    cells one by one in this process, with torch's threads as they are.
     A cell that raises is recorded as failed (error and traceback tail) and the grid goes on;
-    KeyboardInterrupt stops it with nothing recorded for the current cell.
+    KeyboardInterrupt stops it with nothing recorded for the current cells.
     """
+    if workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {workers}")
     cells = shard.select(check_grid(grid))
     layout = Layout(Path(out))
     atomic_write_json(layout.root / "grids" / f"{grid.name}.json", to_dict(grid))
@@ -132,20 +146,101 @@ def run_grid(
     outcome = GridOutcome(skipped=[cell.name for _, cell in cells if cell.name in finished])
     pending = [(index, cell) for index, cell in cells if cell.name not in finished]
     estimates = {cell.name: estimate_cell_seconds(grid, cell) for _, cell in pending}
-    display = GridProgress(len(cells), estimates, enabled=progress)
+    display = GridProgress(len(cells), estimates, enabled=progress, workers=min(workers, max(1, len(pending))))
     display.skipped(len(finished))
     try:
-        for index, cell in pending:
-            if cell_status(layout.cell_file(cell)) == "ok":  # another process on the same --out finished it
-                outcome.skipped.append(cell.name)
-                continue
-            display.start(index, cell)
-            record = run_cell(grid, cell, layout.root, keep_runs=keep_runs, on_stage=display.stage)
-            display.finish(cell, record)
-            (outcome.ran if record["status"] == "ok" else outcome.failed).append(cell.name)
+        if workers > 1 and pending:
+            _run_in_workers(grid, pending, layout, keep_runs, display, outcome, workers)
+        else:
+            for index, cell in pending:
+                if cell_status(layout.cell_file(cell)) == "ok":  # another process on the same --out finished it
+                    outcome.skipped.append(cell.name)
+                    continue
+                display.start(index, cell)
+                record = run_cell(grid, cell, layout.root, keep_runs=keep_runs, on_stage=display.stage)
+                display.finish(cell, record)
+                (outcome.ran if record["status"] == "ok" else outcome.failed).append(cell.name)
     finally:
         display.close()
     return outcome
+
+
+def _run_in_workers(
+    grid: GridConfig,
+    pending: list[tuple[int, Cell]],
+    layout: Layout,
+    keep_runs: bool,
+    display: GridProgress,
+    outcome: GridOutcome,
+    workers: int,
+) -> None:
+    """Run ``pending`` cells ``workers`` at a time in spawned processes; their stages come back through a queue.
+
+    The workers ignore Ctrl-C; this process stops them (leaving the cells they were running
+    unrecorded, to resume) when it is interrupted.
+    """
+    context = multiprocessing.get_context("spawn")  # fork would copy this process's torch threads and locks
+    order = sorted(pending, key=lambda item: -display.estimates[item[1].name])
+    indexed = {cell.name: (index, cell) for index, cell in order}
+    events = context.Queue()
+    with context.Pool(min(workers, len(order)), initializer=_start_worker, initargs=(events,)) as pool:
+        arguments = {cell.name: (grid, cell, layout.root, keep_runs) for _, cell in order}
+        results = {name: pool.apply_async(_run_cell_in_worker, args) for name, args in arguments.items()}
+        ended: set[str] = set()
+        while len(ended) < len(results):
+            _show_events(events, display, indexed, ended)
+            for name, result in results.items():
+                if name in ended or not result.ready():
+                    continue
+                ended.add(name)
+                record = result.get()
+                if record is None:  # another process on the same --out finished it
+                    outcome.skipped.append(name)
+                    continue
+                index, cell = indexed[name]
+                if name not in display.running:  # its "start" event is still on the way
+                    display.start(index, cell)
+                display.finish(cell, record)
+                (outcome.ran if record["status"] == "ok" else outcome.failed).append(name)
+
+
+def _show_events(events: Any, display: GridProgress, indexed: dict[str, tuple[int, Cell]], ended: set[str]) -> None:
+    """Pass the workers' (cell name, stage) events to the display for 0.5 s; stage "start" starts a cell."""
+    deadline = time.monotonic() + 0.5
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            name, stage = events.get(timeout=left)
+        except queue.Empty:
+            return
+        if name in ended:
+            continue
+        if stage == "start":
+            display.start(*indexed[name])
+        elif name in display.running:
+            display.stage(stage, name)
+
+
+_EVENTS: Any = None  # a worker process's queue of (cell name, stage) events
+
+
+def _start_worker(events: Any) -> None:
+    """A worker: one torch thread, Ctrl-C left to the parent, events to ``events``, no Hugging Face bars."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    global _EVENTS
+    _EVENTS = events
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    hf_logging.disable_progress_bar()
+
+
+def _run_cell_in_worker(grid: GridConfig, cell: Cell, out: Path, keep_runs: bool) -> dict[str, Any] | None:
+    """``run_cell`` in a worker process, or None if the cell's file already says "ok"."""
+    if cell_status(Layout(out).cell_file(cell)) == "ok":
+        return None
+    _EVENTS.put((cell.name, "start"))
+    return run_cell(grid, cell, out, keep_runs=keep_runs, on_stage=lambda stage: _EVENTS.put((cell.name, stage)))
 
 
 def run_cell(
