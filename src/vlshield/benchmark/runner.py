@@ -183,7 +183,8 @@ def _run_in_workers(
     order = sorted(pending, key=lambda item: -display.estimates[item[1].name])
     indexed = {cell.name: (index, cell) for index, cell in order}
     events = context.Queue()
-    with context.Pool(min(workers, len(order)), initializer=_start_worker, initargs=(events,)) as pool:
+    pool = context.Pool(min(workers, len(order)), initializer=_start_worker, initargs=(events,))
+    try:
         arguments = {cell.name: (grid, cell, layout.root, keep_runs) for _, cell in order}
         results = {name: pool.apply_async(_run_cell_in_worker, args) for name, args in arguments.items()}
         ended: set[str] = set()
@@ -202,6 +203,15 @@ def _run_in_workers(
                     display.start(index, cell)
                 display.finish(cell, record)
                 (outcome.ran if record["status"] == "ok" else outcome.failed).append(name)
+    except BaseException:
+        pool.terminate()  # interrupted: stop the workers' cells (each resumes next time)
+        raise
+    else:
+        pool.close()  # every cell is done: let the workers exit on their own
+    finally:
+        pool.join()
+        events.close()
+        events.join_thread()
 
 
 def _show_events(events: Any, display: GridProgress, indexed: dict[str, tuple[int, Cell]], ended: set[str]) -> None:
