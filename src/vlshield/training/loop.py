@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import shutil
 import time
@@ -89,6 +90,26 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+class _TiedWeightsFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_about_tied_weights():
+    """Drop accelerate's warning that a tied weight was stored once, given at every checkpoint of blip2.
+
+    blip2's output layer is its input embedding; resuming restores the tie, bit for bit
+    (``tests/training/test_loop.py::test_killed_run_resumes_to_the_same_weights``).
+    """
+    logger, quiet = logging.getLogger("accelerate.utils.other"), _TiedWeightsFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 def _save_checkpoint(accelerator, run_dir: Path, step: int, defense, log: list[dict], keep: int = 1) -> None:
     """Save model, optimizer, scheduler and RNG states (safetensors) plus the loop's own state, atomically."""
     accelerator.wait_for_everyone()
@@ -97,7 +118,8 @@ def _save_checkpoint(accelerator, run_dir: Path, step: int, defense, log: list[d
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    with _quiet_about_tied_weights():
+        accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
         torch.save(defense.state_dict(), tmp / "defense_state.pt")
         atomic_write_json(tmp / STATE_FILE, {"step": step, "log": log})
