@@ -184,6 +184,10 @@ def demo_command(args: argparse.Namespace) -> int:
     grid = load_grid("demo")
     print(f"vlshield demo: {grid.description} -> {args.out}/")
     _quiet_library_bars()
+    if args.workers == 1:  # one cell at a time, on one thread too: the numbers of any --workers
+        import torch
+
+        torch.set_num_threads(1)
     outcome = run_grid(grid, args.out, progress=not args.quiet, workers=args.workers)
     report = build_report(args.out)
     print()
