@@ -90,11 +90,6 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-class _TiedWeightsFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Removed shared tensor" not in record.getMessage()
-
-
 @contextlib.contextmanager
 def _quiet_about_tied_weights():
     """Drop accelerate's warning that a tied weight was stored once, given at every checkpoint of blip2.
@@ -102,7 +97,11 @@ def _quiet_about_tied_weights():
     blip2's output layer is its input embedding; resuming restores the tie, bit for bit
     (``tests/training/test_loop.py::test_killed_run_resumes_to_the_same_weights``).
     """
-    logger, quiet = logging.getLogger("accelerate.utils.other"), _TiedWeightsFilter()
+    logger = logging.getLogger("accelerate.utils.other")
+
+    def quiet(record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
     logger.addFilter(quiet)
     try:
         yield
