@@ -27,8 +27,13 @@ QUALITY_BAR = 98.0  # the issue's bar for pcr's quality, % of the undefended mod
 
 def pairs(results: str | Path) -> list[dict]:
     """(undefended, pcr) pairs of ok cells, ordered by task, model, attack, rate and seed."""
+    return pairs_of(load_results(results))
+
+
+def pairs_of(records: list[dict]) -> list[dict]:
+    """``pairs`` of cell records already read (``load_results``)."""
     cells = {}
-    for record in load_results(results):
+    for record in records:
         if record.get("status") == "ok":
             cell = record["cell"]
             key = (cell["task"], cell["model"], cell["dataset"], cell["attack"], float(cell["rate"]), cell["seed"])

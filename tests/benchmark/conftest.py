@@ -66,3 +66,28 @@ def grid() -> GridConfig:
         poison={"limit": 40, "test_size": 4},
         train={"epochs": 1},
     )
+
+
+@pytest.fixture
+def write_cell():
+    """Writes one ok llava:tiny caption cell at 5 % into ``out/cells`` with the fields that
+    benchmarks/pcr_cells.py and benchmarks/variant_cells.py read."""
+
+    def write(out: Path, attack: str, defense: str, seed: int, asr: float, cider: float, detection=None) -> None:
+        cell = {
+            "model": "llava:tiny",
+            "task": "caption",
+            "dataset": "shapes",
+            "attack": attack,
+            "defense": defense,
+            "rate": 0.05,
+            "seed": seed,
+        }
+        metrics = {"asr": asr, "cider": cider}
+        if detection is not None:
+            metrics["detection"] = detection
+        name = f"llava_tiny--caption--{attack}--{defense}--0.05--{seed}"
+        (out / "cells").mkdir(parents=True, exist_ok=True)
+        (out / "cells" / f"{name}.json").write_text(json.dumps({"cell": cell, "status": "ok", "metrics": metrics}))
+
+    return write

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pcr_cells.py"
@@ -16,34 +15,17 @@ def _script():
     return module
 
 
-def _cell(out: Path, attack: str, defense: str, seed: int, asr: float, cider: float, detection=None) -> None:
-    cell = {
-        "model": "llava:tiny",
-        "task": "caption",
-        "dataset": "shapes",
-        "attack": attack,
-        "defense": defense,
-        "rate": 0.05,
-        "seed": seed,
-    }
-    metrics = {"asr": asr, "cider": cider}
-    if detection is not None:
-        metrics["detection"] = detection
-    name = f"llava_tiny--caption--{attack}--{defense}--0.05--{seed}"
-    (out / "cells").mkdir(parents=True, exist_ok=True)
-    (out / "cells" / f"{name}.json").write_text(json.dumps({"cell": cell, "status": "ok", "metrics": metrics}))
-
-
-def test_pairs_table_and_counts(tmp_path):
+def test_pairs_table_and_counts(tmp_path, write_cell):
+    missed = {"flagged": 0, "poisoned": 100, "precision": None, "recall": 0.0}
     found = {"flagged": 100, "poisoned": 100, "precision": 1.0, "recall": 1.0}
-    _cell(tmp_path, "badnet", "none", 0, 0.98, 500.0)
-    _cell(tmp_path, "badnet", "pcr", 0, 0.0, 490.0, found)
-    _cell(tmp_path, "badnet", "oracle", 0, 0.0, 520.0)  # another defense: not paired
-    _cell(tmp_path, "sig", "none", 0, 1.0, 400.0)
-    _cell(tmp_path, "sig", "pcr", 0, 0.5, 400.0, {"flagged": 0, "poisoned": 100, "precision": None, "recall": 0.0})
-    _cell(tmp_path, "wanet", "none", 0, 0.03, 300.0)  # not installed: in the table, not in the counts
-    _cell(tmp_path, "wanet", "pcr", 0, 0.0, 330.0, {"flagged": 0, "poisoned": 100, "precision": None, "recall": 0.0})
-    _cell(tmp_path, "blended", "pcr", 0, 0.0, 300.0, found)  # no undefended twin: left out
+    write_cell(tmp_path, "badnet", "none", 0, 0.98, 500.0)
+    write_cell(tmp_path, "badnet", "pcr", 0, 0.0, 490.0, found)
+    write_cell(tmp_path, "badnet", "oracle", 0, 0.0, 520.0)  # another defense: not paired
+    write_cell(tmp_path, "sig", "none", 0, 1.0, 400.0)
+    write_cell(tmp_path, "sig", "pcr", 0, 0.5, 400.0, missed)
+    write_cell(tmp_path, "wanet", "none", 0, 0.03, 300.0)  # not installed: in the table, not in the counts
+    write_cell(tmp_path, "wanet", "pcr", 0, 0.0, 330.0, missed)
+    write_cell(tmp_path, "blended", "pcr", 0, 0.0, 300.0, found)  # no undefended twin: left out
     script = _script()
     pairs = script.pairs(tmp_path)
     assert [pair["key"][3] for pair in pairs] == ["badnet", "sig", "wanet"]

@@ -1,0 +1,102 @@
+"""A pcr variant's cells next to default pcr's and the undefended model's, cell by cell.
+
+    python benchmarks/variant_cells.py docs/results docs/results/experiments/no-entropy-vqa
+
+BASE holds the default ``pcr`` cells and their undefended (``none``) twins; VARIANT is another
+``vlshield benchmark --out`` directory whose ``pcr`` cells ran with other ``defense_options`` (an
+experiment grid). Cells pair on model, task, dataset, attack, rate and seed. For each pair the table
+gives ASR / clean quality of the undefended run, of default pcr and of the variant, each defended
+quality as % of the undefended one, and the flags; then the means over the cells whose undefended
+backdoor installed, and the variant-minus-default difference of the quality ratio with a bootstrap
+interval over those cells (cells drawn with replacement). Every cell of the variant is compared,
+not a chosen few: a variant rerun on the worst cells only looks better by regression to the mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import numpy as np
+from pcr_cells import _flagged, _name, pairs, pairs_of  # benchmarks/ is on the path when this script runs
+
+from vlshield.benchmark.report import INSTALLED_ASR, load_results
+
+
+def compare(base: str | Path, variant: str | Path) -> list[dict]:
+    """Rows (key, none, pcr, variant) for every variant pcr cell with both twins in ``base``."""
+    defaults = {pair["key"]: pair for pair in pairs(base)}
+    rows = []
+    for pair in _variant_pairs(base, variant):
+        default = defaults.get(pair["key"])
+        if default is not None:
+            rows.append({"key": pair["key"], "default": default, "variant": pair})
+    return rows
+
+
+def _variant_pairs(base: str | Path, variant: str | Path) -> list[dict]:
+    """The variant's pcr cells, each with its undefended twin read from ``base``."""
+    undefended = [record for record in load_results(base) if record["cell"]["defense"] == "none"]
+    defended = [record for record in load_results(variant) if record["cell"]["defense"] == "pcr"]
+    return pairs_of(undefended + defended)
+
+
+def interval(differences: list[float], resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of the mean of ``differences``, cells drawn with replacement."""
+    values = np.asarray(differences)
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    means = values[draws].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def report(rows: list[dict]) -> str:
+    lines = [
+        "| cell | undefended ASR / quality | pcr ASR / quality (%) | variant ASR / quality (%) | pcr flags "
+        "| variant flags |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        default, variant = row["default"], row["variant"]
+        lines.append(
+            f"| {_name(default)} | {default['none_asr']:.1f} % / {default['none_quality']:.1f} "
+            f"| {default['asr']:.1f} % / {default['quality']:.1f} ({default['ratio']:.0f} %) "
+            f"| {variant['asr']:.1f} % / {variant['quality']:.1f} ({variant['ratio']:.0f} %) "
+            f"| {_flagged(default['detection'])} | {_flagged(variant['detection'])} |"
+        )
+    installed = [row for row in rows if row["default"]["none_asr"] >= INSTALLED_ASR]
+    lines.append("")
+    if not installed:
+        lines.append(f"no cell whose undefended backdoor installed (ASR >= {INSTALLED_ASR:g} %)")
+        return "\n".join(lines)
+    for name in ("default", "variant"):
+        ratios = [row[name]["ratio"] for row in installed]
+        lines.append(
+            f"{name:>7}: {len(installed)} installed cells, mean ASR "
+            f"{statistics.fmean(row[name]['asr'] for row in installed):.1f} %, above 15 % in "
+            f"{sum(row[name]['asr'] > 15 for row in installed)}; quality {min(ratios):.0f}-{max(ratios):.0f} % "
+            f"of undefended (mean {statistics.fmean(ratios):.1f} %), below 98 % in {sum(r < 98 for r in ratios)}"
+        )
+    differences = [row["variant"]["ratio"] - row["default"]["ratio"] for row in installed]
+    low, high = interval(differences)
+    lines.append(
+        f"variant - default quality ratio: mean {statistics.fmean(differences):+.1f} points "
+        f"[{low:+.1f}, {high:+.1f}] (95 %, cells resampled); higher in {sum(d > 0 for d in differences)}, "
+        f"lower in {sum(d < 0 for d in differences)} of {len(differences)}"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("base", help="Results with the default pcr cells and the undefended ones (docs/results).")
+    parser.add_argument("variant", help="Results of the variant's pcr cells (an experiment's --out).")
+    args = parser.parse_args()
+    rows = compare(args.base, args.variant)
+    if not rows:
+        raise SystemExit(f"no pcr cell of {args.variant} has both a pcr and a none twin in {args.base}")
+    print(report(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""benchmarks/variant_cells.py: a pcr variant's cells next to default pcr's and the undefended ones."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _script():
+    sys.path.insert(0, str(BENCHMARKS))  # the script imports pcr_cells from beside it
+    try:
+        spec = importlib.util.spec_from_file_location("variant_cells", BENCHMARKS / "variant_cells.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+def test_variant_next_to_default_and_undefended(tmp_path, write_cell):
+    base, variant = tmp_path / "base", tmp_path / "variant"
+    found = {"flagged": 100, "poisoned": 100, "precision": 1.0, "recall": 1.0}
+    write_cell(base, "badnet", "none", 0, 1.0, 500.0)
+    write_cell(base, "badnet", "pcr", 0, 0.0, 450.0, found)  # 90 %
+    write_cell(base, "sig", "none", 0, 1.0, 400.0)
+    write_cell(base, "sig", "pcr", 0, 0.0, 400.0, found)  # 100 %
+    write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, found)  # 100 %: +10 points
+    write_cell(variant, "sig", "pcr", 0, 0.5, 380.0, found)  # 95 %: -5 points, ASR 50 %
+    write_cell(variant, "blended", "pcr", 0, 0.0, 300.0, found)  # no twin in base: left out
+    script = _script()
+    rows = script.compare(base, variant)
+    assert [row["key"][3] for row in rows] == ["badnet", "sig"]
+    lines = script.report(rows).splitlines()
+    assert lines[2] == (
+        "| llava:tiny caption badnet 5 % seed 0 | 100.0 % / 500.0 | 0.0 % / 450.0 (90 %) | 0.0 % / 500.0 (100 %) "
+        "| 100 (100.0 %, 100 %) | 100 (100.0 %, 100 %) |"
+    )
+    assert lines[5].startswith("default: 2 installed cells, mean ASR 0.0 %, above 15 % in 0; quality 90-100 %")
+    assert lines[6].startswith("variant: 2 installed cells, mean ASR 25.0 %, above 15 % in 1; quality 95-100 %")
+    # differences +10 and -5: mean +2.5; a resampled mean lies between -5 and +10
+    assert lines[7].startswith("variant - default quality ratio: mean +2.5 points [")
+    assert lines[7].endswith("higher in 1, lower in 1 of 2")
+    low, high = script.interval([10.0, -5.0])
+    assert -5.0 <= low <= 2.5 <= high <= 10.0
