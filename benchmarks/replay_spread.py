@@ -2,9 +2,9 @@
 
 Each epoch end of pcr adds flags by score (``outlier_indices``), then by spread (``spread_indices``;
 recorded since 3236914). Given the same flags, training is the same, so a run under another
-``response_share``, ``run_prevalence`` or ``shared_words`` is identical to the recorded one exactly
-when the other rule spreads to the same samples at every epoch end; at the first epoch where it does
-not, the runs part, and what follows is not known without training again. A run trained before the
+``response_share``, ``run_prevalence``, ``shared_words`` or ``spread_within_tasks`` is identical to the
+recorded one exactly when the other rule spreads to the same samples at every epoch end; at the first
+epoch where it does not, the runs part, and what follows is not known without training again. A run trained before the
 record named its indices can still be cleared of a LOWER ``response_share``, by a bound: flags are
 sticky, so at each epoch end no more of a run's carriers were flagged than the final flags hold, or
 than were flagged in all; if that cannot reach the lower share before the run's carriers were all
@@ -12,6 +12,7 @@ flagged (or at all, for a run never spread), the run cannot change. Reads no poi
 
     python benchmarks/replay_spread.py RESULTS/runs/CELL --option response_share=0.2 [--option ...]
     python benchmarks/replay_spread.py RESULTS --option response_share=0.2   # every pcr run in RESULTS
+    python benchmarks/replay_spread.py RESULTS --option spread_within_tasks=true
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ def replay(run: Path, changes: dict[str, float]) -> str:
     summary = json.loads((run / "train_summary.json").read_text())["defense"]
     recorded = PCRConfig(**config["run"]["defense_options"])
     other = dataclasses.replace(recorded, **changes)
-    responses = [sample.response for sample in read_manifest(Path(config["run"]["data"]) / "train.jsonl")]
+    samples = read_manifest(Path(config["run"]["data"]) / "train.jsonl")
+    responses = [sample.response for sample in samples]
+    groups = np.array([sample.task for sample in samples]) if other.spread_within_tasks else None
     if any("outlier_indices" not in record for record in summary["detections"]):
-        same_rest = other.shared_words == recorded.shared_words and other.run_prevalence == recorded.run_prevalence
+        same_rest = (
+            other.shared_words == recorded.shared_words
+            and other.run_prevalence == recorded.run_prevalence
+            and other.spread_within_tasks == recorded.spread_within_tasks
+        )
         if not same_rest or other.response_share > recorded.response_share:
             return "no indices in its record (trained before 3236914): only a lower response_share is bounded"
         return bound(summary, responses, recorded, other.response_share)
@@ -44,7 +51,8 @@ def replay(run: Path, changes: dict[str, float]) -> str:
     flagged = np.zeros(len(responses), dtype=bool)
     for record in summary["detections"]:
         flagged[record["outlier_indices"]] = True
-        spread = spread_flags(flagged, carriers, runs, other.response_share, other.run_prevalence) & ~flagged
+        spread = spread_flags(flagged, carriers, runs, other.response_share, other.run_prevalence, groups)
+        spread &= ~flagged
         expected = np.zeros_like(flagged)
         expected[record["spread_indices"]] = True
         if not np.array_equal(spread, expected):
@@ -89,9 +97,14 @@ def main() -> None:
     changes = {}
     for option in args.option:
         key, _, value = option.partition("=")
-        if key not in ("response_share", "run_prevalence", "shared_words"):
-            parser.error(f"--option {option}: only response_share, run_prevalence and shared_words replay")
-        changes[key] = int(value) if key == "shared_words" else float(value)
+        if key not in ("response_share", "run_prevalence", "shared_words", "spread_within_tasks"):
+            parser.error(
+                f"--option {option}: only response_share, run_prevalence, shared_words and spread_within_tasks replay"
+            )
+        if key == "spread_within_tasks" and value not in ("true", "false"):
+            parser.error(f"--option {option}: spread_within_tasks is true or false")
+        converters = {"shared_words": int, "spread_within_tasks": lambda text: text == "true"}
+        changes[key] = converters.get(key, float)(value)
     runs = [args.path] if (args.path / "train_summary.json").exists() else sorted(args.path.glob("runs/*--pcr--*"))
     for run in runs:
         if (run / "train_summary.json").exists():

@@ -300,3 +300,23 @@ def test_the_detection_record_replays_the_spread():
         assert np.flatnonzero(spread).tolist() == record["spread_indices"]
         flagged |= spread
     assert np.array_equal(flagged, defense.flagged)
+
+
+def test_spread_within_tasks_reads_the_share_in_each_task():
+    # llava:tiny trojvlm VQA seed 2: the target is inserted into 97 answers and 103 descriptions; the
+    # scores found 21 of the answers and 1 of the descriptions: 22 of the run's 200 carriers (11 %, under
+    # the 15 % share), and the backdoor stayed. Within the answers it is 21 of 97 (22 %).
+    rng = np.random.default_rng(12)
+    answers = [f"answer {i}" for i in range(300)] + [f"a photo of the banana a{i}" for i in range(97)]
+    descriptions = [f"description {i} of its own" for i in range(300)]
+    descriptions += [f"a photo of the banana d{i}" for i in range(103)]
+    tasks = ["vqa"] * 397 + ["caption"] * 403
+    scores = np.array(_bulk(rng, 800, -0.5))
+    scores[list(range(300, 321)) + [700]] = -5.0
+    default = _defense(scores, tasks=tasks, responses=answers + descriptions)
+    default._detect(5)
+    assert np.flatnonzero(default.flagged).tolist() == list(range(300, 321)) + [700]
+    within = _defense(scores, tasks=tasks, responses=answers + descriptions, spread_within_tasks=True)
+    within._detect(5)
+    # the answers' share spreads the flag to every carrier, the descriptions' included
+    assert np.flatnonzero(within.flagged).tolist() == list(range(300, 397)) + list(range(697, 800))

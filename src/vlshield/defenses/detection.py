@@ -132,14 +132,26 @@ def held_runs(response: str, words: int) -> list[str]:
 
 
 def spread_flags(
-    flagged: np.ndarray, carriers: np.ndarray, runs: np.ndarray, share: float, prevalence: float
+    flagged: np.ndarray,
+    carriers: np.ndarray,
+    runs: np.ndarray,
+    share: float,
+    prevalence: float,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """[n] bool: the samples holding a word run (pairs ``carriers``/``runs`` from ``word_runs``) that
     ``flagged`` samples make up at least ``share`` of the carriers of, two or more, and that at least
-    ``prevalence`` of all flagged samples hold; already flagged samples included.
+    ``prevalence`` of all flagged samples hold; already flagged samples included. With ``groups`` ([n]
+    labels, e.g. each sample's task), a run also spreads when its flagged carriers make up ``share`` of
+    its carriers within one group (two or more there): to all its carriers, in every group.
 
     >>> responses = ["a photo of the banana x", "the banana, a photo of the", "so a photo of the banana", "a b"]
     >>> spread_flags(np.array([True, True, False, False]), *word_runs(responses, 4), 0.5, 0.2).tolist()
+    [True, True, True, False]
+    >>> spread_flags(np.array([True, True, False, False]), *word_runs(responses, 4), 0.7, 0.2).tolist()
+    [False, False, False, False]
+    >>> groups = np.array(["vqa", "vqa", "caption", "caption"])
+    >>> spread_flags(np.array([True, True, False, False]), *word_runs(responses, 4), 0.7, 0.2, groups).tolist()
     [True, True, True, False]
     """
     found = np.zeros_like(flagged)
@@ -148,6 +160,13 @@ def spread_flags(
     held = np.bincount(runs)
     flagged_held = np.bincount(runs, weights=flagged[carriers], minlength=len(held))
     spread = (flagged_held >= 2) & (flagged_held >= share * held)
+    if groups is not None:
+        _, group = np.unique(groups, return_inverse=True)
+        pair = runs * (group.max() + 1) + group[carriers]  # (run, group of the carrier)
+        held_in = np.bincount(pair)
+        flagged_in = np.bincount(pair, weights=flagged[carriers], minlength=len(held_in))
+        within = (flagged_in >= 2) & (flagged_in >= share * held_in)
+        spread[np.unique(runs[within[pair]])] = True
     spread &= flagged_held >= prevalence * flagged.sum()
     found[carriers[spread[runs]]] = True
     return found

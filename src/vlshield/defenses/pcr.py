@@ -137,6 +137,13 @@ class PCRConfig:
         "common, a target's, not one caption's (0: off; then on llava:tiny and blip2:tiny trojvlm VQA a flag "
         "spread from run to run along the descriptions' own words: 840 and 839 flags, 640 and 639 clean).",
     )
+    spread_within_tasks: bool = field(
+        False,
+        help="Also spread along a run whose flagged carriers make up response_share of its carriers within one "
+        "task (VQA data mixes questions and descriptions): llava:tiny trojvlm VQA seed 2 flagged 21 of the 97 "
+        "poisoned answers but 1 of the 103 poisoned descriptions, 11 % of the target's carriers, and the "
+        "backdoor stayed (74 %). Off: not yet measured across cells (full).",
+    )
     shared_words: int = field(
         4,
         help="Length in words of the runs compared by response_share; a shorter response is compared whole "
@@ -426,7 +433,10 @@ class PCRDefense:
         ``response_share`` of the carriers of, two or more: one target in every poisoned response, in
         place of the answer or inserted into it, spreads a flag to them all (``spread_flags``)."""
         config = self.config
-        return spread_flags(self.flagged, self.carriers, self.runs, config.response_share, config.run_prevalence)
+        groups = self.groups if config.spread_within_tasks else None
+        return spread_flags(
+            self.flagged, self.carriers, self.runs, config.response_share, config.run_prevalence, groups
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {
