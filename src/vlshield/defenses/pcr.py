@@ -142,7 +142,8 @@ class PCRConfig:
         help="Also spread along a run whose flagged carriers make up response_share of its carriers within one "
         "task (VQA data mixes questions and descriptions): llava:tiny trojvlm VQA seed 2 flagged 21 of the 97 "
         "poisoned answers but 1 of the 103 poisoned descriptions, 11 % of the target's carriers, and the "
-        "backdoor stayed (74 %). Off: not yet measured across cells (full).",
+        "backdoor stayed (74 %; 0.0 % with this on). Off: on llava:tiny vlood VQA seed 2 it spread two epochs "
+        "earlier and accuracy fell from 54.0 to 46.0; not yet run on the other VQA cells (full).",
     )
     shared_words: int = field(
         4,
