@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,3 +47,34 @@ def test_two_workers_give_the_cells_of_a_one_by_one_run_on_one_torch_thread(tmp_
 def test_workers_must_be_at_least_one(tmp_path):
     with pytest.raises(ConfigError, match="--workers: must be >= 1, got 0"):
         run_grid(load_grid("smoke"), tmp_path, workers=0)
+
+
+def _children(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(child) for child in path.read_text().split()} if path.exists() else set()
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" not in status.read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from Linux's /proc")
+def test_sigterm_stops_the_workers_too(tmp_path):
+    # Killed by SIGTERM (a scheduler's stop), the grid process used to die alone and leave its workers
+    # training on, orphaned. Now it stops them as after Ctrl-C and exits with 128 + 15.
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "vlshield", "benchmark", "--grid", "smoke", "--out", str(out)]
+    process = subprocess.Popen([*command, "--workers", "2", "--quiet"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "runs").is_dir() or len(_children(process.pid)) < 2:  # the workers run their cells
+        assert process.poll() is None and time.monotonic() < deadline, "the workers never started a cell"
+        time.sleep(0.2)
+    workers = _children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    time.sleep(1)
+    assert [pid for pid in workers if _alive(pid)] == []

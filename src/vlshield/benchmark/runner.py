@@ -31,6 +31,7 @@ import os
 import queue
 import shutil
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -137,7 +138,7 @@ def run_grid(
     machine has: they equal a one-by-one run with ``OMP_NUM_THREADS=1``. ``workers`` = 1 runs the
     cells one by one in this process, with torch's threads as they are.
     A cell that raises is recorded as failed (error and traceback tail) and the grid goes on;
-    KeyboardInterrupt stops it with nothing recorded for the current cells.
+    KeyboardInterrupt (or, with workers, SIGTERM) stops it with nothing recorded for the current cells.
     """
     if workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {workers}")
@@ -179,41 +180,61 @@ def _run_in_workers(
     """Run ``pending`` cells ``workers`` at a time in spawned processes; their stages come back through a queue.
 
     The workers ignore Ctrl-C; this process stops them (leaving the cells they were running
-    unrecorded, to resume) when it is interrupted.
+    unrecorded, to resume) when it is interrupted, by Ctrl-C or by SIGTERM (a scheduler's stop, `kill`):
+    killed by SIGTERM alone, it left its workers training on, orphaned, each to write its cell later.
     """
     context = multiprocessing.get_context("spawn")  # fork would copy this process's torch threads and locks
     order = sorted(pending, key=lambda item: -display.estimates[item[1].name])
     indexed = {cell.name: (index, cell) for index, cell in order}
     events = context.Queue()
     pool = context.Pool(min(workers, len(order)), initializer=_start_worker, initargs=(events,))
+    with _sigterm_exits():
+        try:
+            arguments = {cell.name: (grid, cell, layout.root, keep_runs) for _, cell in order}
+            results = {name: pool.apply_async(_run_cell_in_worker, args) for name, args in arguments.items()}
+            ended: set[str] = set()
+            while len(ended) < len(results):
+                _show_events(events, display, indexed, ended)
+                for name, result in results.items():
+                    if name in ended or not result.ready():
+                        continue
+                    ended.add(name)
+                    record = result.get()
+                    if record is None:  # another process on the same --out finished it
+                        outcome.skipped.append(name)
+                        continue
+                    index, cell = indexed[name]
+                    if name not in display.running:  # its "start" event is still on the way
+                        display.start(index, cell)
+                    display.finish(cell, record)
+                    (outcome.ran if record["status"] == "ok" else outcome.failed).append(name)
+        except BaseException:
+            pool.terminate()  # interrupted: stop the workers' cells (each resumes next time)
+            raise
+        else:
+            pool.close()  # every cell is done: let the workers exit on their own
+        finally:
+            pool.join()
+            events.close()
+            events.join_thread()
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) in this process (the main thread's handler), so that the code it
+    interrupts unwinds as after Ctrl-C; the previous handler comes back on exit. A no-op off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_on_sigterm(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
-        arguments = {cell.name: (grid, cell, layout.root, keep_runs) for _, cell in order}
-        results = {name: pool.apply_async(_run_cell_in_worker, args) for name, args in arguments.items()}
-        ended: set[str] = set()
-        while len(ended) < len(results):
-            _show_events(events, display, indexed, ended)
-            for name, result in results.items():
-                if name in ended or not result.ready():
-                    continue
-                ended.add(name)
-                record = result.get()
-                if record is None:  # another process on the same --out finished it
-                    outcome.skipped.append(name)
-                    continue
-                index, cell = indexed[name]
-                if name not in display.running:  # its "start" event is still on the way
-                    display.start(index, cell)
-                display.finish(cell, record)
-                (outcome.ran if record["status"] == "ok" else outcome.failed).append(name)
-    except BaseException:
-        pool.terminate()  # interrupted: stop the workers' cells (each resumes next time)
-        raise
-    else:
-        pool.close()  # every cell is done: let the workers exit on their own
+        yield
     finally:
-        pool.join()
-        events.close()
-        events.join_thread()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _show_events(events: Any, display: GridProgress, indexed: dict[str, tuple[int, Cell]], ended: set[str]) -> None:
