@@ -109,5 +109,13 @@ def package_versions() -> dict[str, str]:
 
 
 def run_info() -> dict[str, Any]:
-    """Provenance stored with every artifact: git revision, source hash and package versions."""
-    return {"git_revision": git_revision(), "source_sha256": source_sha256(), "versions": package_versions()}
+    """Provenance stored with every artifact: git revision, source hash, package versions, and torch's
+    CPU thread count (a CPU run's floats can depend on it, so a cell reruns bit for bit on as many)."""
+    import torch
+
+    return {
+        "git_revision": git_revision(),
+        "source_sha256": source_sha256(),
+        "versions": package_versions(),
+        "torch_threads": torch.get_num_threads(),
+    }

@@ -38,6 +38,7 @@ def test_two_workers_give_the_cells_of_a_one_by_one_run_on_one_torch_thread(tmp_
     assert sorted(side_by_side) == names
     for name in names:
         assert side_by_side[name]["status"] == "ok"
+        assert side_by_side[name]["torch_threads"] == one_by_one[name]["torch_threads"] == 1, name
         assert side_by_side[name]["metrics"] == one_by_one[name]["metrics"], name
         assert side_by_side[name]["train"]["final_losses"] == one_by_one[name]["train"]["final_losses"], name
     again = run_grid(grid, tmp_path / "workers", progress=False, workers=2)  # finished cells are not redone
