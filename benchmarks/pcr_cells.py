@@ -53,6 +53,7 @@ def pairs_of(records: list[dict]) -> list[dict]:
                 "none_quality": none_quality,
                 "ratio": 100 * quality / none_quality,
                 "detection": record["metrics"].get("detection") or {},
+                "run": (record.get("git_revision"), record.get("torch_threads")),  # what decides its floats
             }
         )
 

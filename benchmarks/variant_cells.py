@@ -1,6 +1,7 @@
 """A pcr variant's cells next to default pcr's and the undefended model's, cell by cell.
 
-    python benchmarks/variant_cells.py docs/results docs/results/experiments/no-entropy-vqa
+    python benchmarks/variant_cells.py docs/results docs/results/experiments/no-entropy-vqa \
+        [--default docs/results/experiments/no-entropy-vqa/default]
 
 BASE holds the default ``pcr`` cells and their undefended (``none``) twins; VARIANT is another
 ``vlshield benchmark --out`` directory whose ``pcr`` cells ran with other ``defense_options`` (an
@@ -10,6 +11,13 @@ quality as % of the undefended one, and the flags; then the means over the cells
 backdoor installed, and the variant-minus-default difference of the quality ratio with a bootstrap
 interval over those cells (cells drawn with replacement). Every cell of the variant is compared,
 not a chosen few: a variant rerun on the worst cells only looks better by regression to the mean.
+
+The comparison is paired only when default and variant ran the same code path on the same floats:
+the same revision and torch thread count, so that both train alike up to the first step the variant
+changes. Cells run at another revision or thread count train apart from the first step, and their
+difference holds the whole run-to-run spread. ``--default DIR`` takes the default pcr cells from a
+rerun next to the variant's (same revision, same ``--workers``) instead of BASE's; the last line says
+how many pairs share revision and thread count (cells record the thread count since 938db01).
 """
 
 from __future__ import annotations
@@ -24,9 +32,10 @@ from pcr_cells import _flagged, _name, pairs, pairs_of  # benchmarks/ is on the 
 from vlshield.benchmark.report import INSTALLED_ASR, load_results
 
 
-def compare(base: str | Path, variant: str | Path) -> list[dict]:
-    """Rows (key, none, pcr, variant) for every variant pcr cell with both twins in ``base``."""
-    defaults = {pair["key"]: pair for pair in pairs(base)}
+def compare(base: str | Path, variant: str | Path, default: str | Path | None = None) -> list[dict]:
+    """Rows (key, none, pcr, variant) for every variant pcr cell with both twins in ``base`` (its pcr
+    twin from ``default`` if given)."""
+    defaults = {pair["key"]: pair for pair in (pairs(base) if default is None else _variant_pairs(base, default))}
     rows = []
     for pair in _variant_pairs(base, variant):
         default = defaults.get(pair["key"])
@@ -84,6 +93,11 @@ def report(rows: list[dict]) -> str:
         f"[{low:+.1f}, {high:+.1f}] (95 %, cells resampled); higher in {sum(d > 0 for d in differences)}, "
         f"lower in {sum(d < 0 for d in differences)} of {len(differences)}"
     )
+    paired = sum(row["default"]["run"] == row["variant"]["run"] and bool(row["default"]["run"][0]) for row in rows)
+    lines.append(
+        f"paired (same revision and torch thread count, where recorded): {paired} of {len(rows)} cells"
+        + ("" if paired == len(rows) else "; the others differ by training noise as well (see --default)")
+    )
     return "\n".join(lines)
 
 
@@ -91,8 +105,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("base", help="Results with the default pcr cells and the undefended ones (docs/results).")
     parser.add_argument("variant", help="Results of the variant's pcr cells (an experiment's --out).")
+    parser.add_argument("--default", help="Default pcr cells rerun next to the variant's (instead of BASE's).")
     args = parser.parse_args()
-    rows = compare(args.base, args.variant)
+    rows = compare(args.base, args.variant, args.default)
     if not rows:
         raise SystemExit(f"no pcr cell of {args.variant} has both a pcr and a none twin in {args.base}")
     print(report(rows))

@@ -73,7 +73,9 @@ def write_cell():
     """Writes one ok llava:tiny caption cell at 5 % into ``out/cells`` with the fields that
     benchmarks/pcr_cells.py and benchmarks/variant_cells.py read."""
 
-    def write(out: Path, attack: str, defense: str, seed: int, asr: float, cider: float, detection=None) -> None:
+    def write(
+        out: Path, attack: str, defense: str, seed: int, asr: float, cider: float, detection=None, threads=1
+    ) -> None:
         cell = {
             "model": "llava:tiny",
             "task": "caption",
@@ -88,6 +90,8 @@ def write_cell():
             metrics["detection"] = detection
         name = f"llava_tiny--caption--{attack}--{defense}--0.05--{seed}"
         (out / "cells").mkdir(parents=True, exist_ok=True)
-        (out / "cells" / f"{name}.json").write_text(json.dumps({"cell": cell, "status": "ok", "metrics": metrics}))
+        record = {"cell": cell, "status": "ok", "metrics": metrics}
+        record.update(git_revision="0123abc", torch_threads=threads)
+        (out / "cells" / f"{name}.json").write_text(json.dumps(record))
 
     return write

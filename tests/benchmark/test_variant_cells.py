@@ -28,7 +28,7 @@ def test_variant_next_to_default_and_undefended(tmp_path, write_cell):
     write_cell(base, "sig", "none", 0, 1.0, 400.0)
     write_cell(base, "sig", "pcr", 0, 0.0, 400.0, found)  # 100 %
     write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, found)  # 100 %: +10 points
-    write_cell(variant, "sig", "pcr", 0, 0.5, 380.0, found)  # 95 %: -5 points, ASR 50 %
+    write_cell(variant, "sig", "pcr", 0, 0.5, 380.0, found, threads=2)  # 95 %: -5 points, ASR 50 %; 2 threads
     write_cell(variant, "blended", "pcr", 0, 0.0, 300.0, found)  # no twin in base: left out
     script = _script()
     rows = script.compare(base, variant)
@@ -43,5 +43,7 @@ def test_variant_next_to_default_and_undefended(tmp_path, write_cell):
     # differences +10 and -5: mean +2.5; a resampled mean lies between -5 and +10
     assert lines[7].startswith("variant - default quality ratio: mean +2.5 points [")
     assert lines[7].endswith("higher in 1, lower in 1 of 2")
+    # badnet ran on the same revision and thread count as its default cell, sig on 2 threads against 1
+    assert lines[8].startswith("paired (same revision and torch thread count, where recorded): 1 of 2 cells;")
     low, high = script.interval([10.0, -5.0])
     assert -5.0 <= low <= 2.5 <= high <= 10.0
