@@ -38,9 +38,9 @@ def compare(base: str | Path, variant: str | Path, default: str | Path | None = 
     defaults = {pair["key"]: pair for pair in (pairs(base) if default is None else _variant_pairs(base, default))}
     rows = []
     for pair in _variant_pairs(base, variant):
-        default = defaults.get(pair["key"])
-        if default is not None:
-            rows.append({"key": pair["key"], "default": default, "variant": pair})
+        twin = defaults.get(pair["key"])
+        if twin is not None:
+            rows.append({"key": pair["key"], "default": twin, "variant": pair})
     return rows
 
 
