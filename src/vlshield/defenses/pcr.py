@@ -142,8 +142,8 @@ class PCRConfig:
         help="Also spread along a run whose flagged carriers make up response_share of its carriers within one "
         "task (VQA data mixes questions and descriptions): llava:tiny trojvlm VQA seed 2 flagged 21 of the 97 "
         "poisoned answers but 1 of the 103 poisoned descriptions, 11 % of the target's carriers, and the "
-        "backdoor stayed (74 %; 0.0 % with this on). Off: on llava:tiny vlood VQA seed 2 it spread two epochs "
-        "earlier and accuracy fell from 54.0 to 46.0; not yet run on the other VQA cells (full).",
+        "backdoor stayed (74 %; 0.0 % with this on). Off until every VQA cell has run with it: on five VQA runs "
+        "it moved accuracy -8.0 to +11.0 points against default pcr (mean +0.5) (full).",
     )
     shared_words: int = field(
         4,
