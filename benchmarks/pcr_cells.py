@@ -81,10 +81,15 @@ def table(found: list[dict]) -> str:
         task, model, _dataset, attack, rate, seed = pair["key"]
         lines.append(
             f"| {model} | {task} | {attack} | {100 * rate:g} % | {seed} | {pair['none_asr']:.1f} % / "
-            f"{pair['none_quality']:.1f} | {pair['asr']:.1f} % / {pair['quality']:.1f} ({pair['ratio']:.0f} %) "
+            f"{pair['none_quality']:.1f} | {_defended(pair)} "
             f"| {_flagged(pair['detection'])} |"
         )
     return "\n".join(lines)
+
+
+def _defended(pair: dict) -> str:
+    """The defended run's 'ASR % / quality (ratio to undefended %)'."""
+    return f"{pair['asr']:.1f} % / {pair['quality']:.1f} ({pair['ratio']:.0f} %)"
 
 
 def _name(pair: dict) -> str:

@@ -27,7 +27,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-from pcr_cells import _flagged, _name, pairs, pairs_of  # benchmarks/ is on the path when this script runs
+from pcr_cells import _defended, _flagged, _name, pairs_of  # benchmarks/ is on the path when this script runs
 
 from vlshield.benchmark.report import INSTALLED_ASR, load_results
 
@@ -35,7 +35,7 @@ from vlshield.benchmark.report import INSTALLED_ASR, load_results
 def compare(base: str | Path, variant: str | Path, default: str | Path | None = None) -> list[dict]:
     """Rows (key, none, pcr, variant) for every variant pcr cell with both twins in ``base`` (its pcr
     twin from ``default`` if given)."""
-    defaults = {pair["key"]: pair for pair in (pairs(base) if default is None else _variant_pairs(base, default))}
+    defaults = {pair["key"]: pair for pair in _variant_pairs(base, default or base)}
     rows = []
     for pair in _variant_pairs(base, variant):
         twin = defaults.get(pair["key"])
@@ -45,7 +45,8 @@ def compare(base: str | Path, variant: str | Path, default: str | Path | None = 
 
 
 def _variant_pairs(base: str | Path, variant: str | Path) -> list[dict]:
-    """The variant's pcr cells, each with its undefended twin read from ``base``."""
+    """The pcr cells of ``variant`` (a variant's, or default ones), each with its undefended twin read from
+    ``base``."""
     undefended = [record for record in load_results(base) if record["cell"]["defense"] == "none"]
     defended = [record for record in load_results(variant) if record["cell"]["defense"] == "pcr"]
     return pairs_of(undefended + defended)
@@ -69,8 +70,7 @@ def report(rows: list[dict]) -> str:
         default, variant = row["default"], row["variant"]
         lines.append(
             f"| {_name(default)} | {default['none_asr']:.1f} % / {default['none_quality']:.1f} "
-            f"| {default['asr']:.1f} % / {default['quality']:.1f} ({default['ratio']:.0f} %) "
-            f"| {variant['asr']:.1f} % / {variant['quality']:.1f} ({variant['ratio']:.0f} %) "
+            f"| {_defended(default)} | {_defended(variant)} "
             f"| {_flagged(default['detection'])} | {_flagged(variant['detection'])} |"
         )
     installed = [row for row in rows if row["default"]["none_asr"] >= INSTALLED_ASR]
