@@ -10,9 +10,9 @@ from vlshield.models import MODEL_FAMILIES, PRESET_SIZES, PRESETS, build_model, 
 from .model_helpers import FAMILIES, visual_tokens
 
 
-def test_registry_lists_the_three_families_and_two_presets():
+def test_registry_lists_the_three_families_and_three_presets():
     assert tuple(MODEL_FAMILIES) == FAMILIES
-    assert PRESETS == ("tiny", "small") == tuple(PRESET_SIZES)
+    assert PRESETS == ("tiny", "small", "7b") == tuple(PRESET_SIZES)
 
 
 def test_registering_a_family_twice_is_an_error():
@@ -24,7 +24,7 @@ def test_registering_a_family_twice_is_an_error():
     ("spec", "message"),
     [
         ("foo:tiny", "unknown model family 'foo'; valid: llava, qwen2_5_vl, blip2"),
-        ("llava:huge", "unknown preset 'huge' for llava; valid: tiny, small"),
+        ("llava:huge", "unknown preset 'huge' for llava; valid: tiny, small, 7b"),
         ("llava", "lacks a preset; use llava:tiny or llava:small"),
         ("/no/such/checkpoint", "neither FAMILY:PRESET .* nor a hub name"),
         ("./relative/missing", "neither FAMILY:PRESET"),
@@ -79,6 +79,17 @@ def test_presets_have_the_documented_sizes():
     assert tiny.model.config.vision_config.hidden_size == 64 and small.model.config.vision_config.hidden_size == 128
     count = lambda bundle: sum(p.numel() for p in bundle.model.parameters())  # noqa: E731
     assert 0.3e6 < count(tiny) < 1e6 and 2e6 < count(small) < 5e6
+
+
+def test_the_7b_preset_has_llava_1_5_7b_parameter_count():
+    # Built on the meta device: shapes only, no memory. llava-hf/llava-1.5-7b-hf has 7,063,427,072
+    # parameters with a 32064-row vocabulary; the preset pads to Llama's 32000 rows, so it lacks
+    # 64 rows of the embedding and of the LM head, 4096 wide each.
+    with torch.device("meta"):
+        bundle = build_model("llava:7b", texts=["a red square"], image_size=336)
+    assert sum(p.numel() for p in bundle.model.parameters()) == 7_063_427_072 - 2 * 64 * 4096
+    vision = bundle.model.config.vision_config
+    assert (bundle.model.config.text_config.vocab_size, vision.image_size, vision.patch_size) == (32000, 336, 14)
 
 
 def test_saved_info_file_records_family_size_patch_and_spec(tmp_path):

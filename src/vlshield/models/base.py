@@ -56,7 +56,7 @@ class ModelOptions:
 
 @dataclasses.dataclass(frozen=True)
 class PresetSize:
-    """Shrunken sizes of a tiny preset; every family reads the parts it has."""
+    """Sizes of a preset; every family reads the parts it has."""
 
     text_hidden: int
     text_layers: int
@@ -69,11 +69,35 @@ class PresetSize:
     patch_size: int  # vision patch side in pixels; a 64 px image gives (64 / patch)^2 patches
     num_query_tokens: int  # BLIP-2 Q-Former queries (= visual tokens)
     vocab_size: int  # upper bound for the BPE tokenizer trained on the dataset's text
+    # Rows of the token embedding and LM head: at least the trained tokenizer's length; more pad the
+    # matrices to a real checkpoint's vocabulary (what they cost), the extra rows never read.
+    embedding_rows: int = 0
+
+    def text_vocab(self, tokenizer: Any) -> int:
+        """``vocab_size`` of the language model's config: the tokenizer's length, padded to ``embedding_rows``."""
+        return max(len(tokenizer), self.embedding_rows)
 
 
 PRESET_SIZES: dict[str, PresetSize] = {
     "tiny": PresetSize(128, 2, 4, 256, 64, 2, 4, 128, patch_size=8, num_query_tokens=8, vocab_size=1024),
     "small": PresetSize(256, 4, 4, 512, 128, 4, 4, 256, patch_size=8, num_query_tokens=16, vocab_size=2048),
+    # LLaVA-1.5-7B's sizes (a Llama-7B decoder, a CLIP ViT-L/14 tower, Llama's 32000-token vocabulary;
+    # BLIP-2 reads 32 queries): random weights at real cost, for measuring time and memory on a GPU.
+    # Every family builds it as a 7B-class model of its own architecture. Images: 336 px.
+    "7b": PresetSize(
+        text_hidden=4096,
+        text_layers=32,
+        text_heads=32,
+        text_intermediate=11008,
+        vision_hidden=1024,
+        vision_layers=24,
+        vision_heads=16,
+        vision_intermediate=4096,
+        patch_size=14,
+        num_query_tokens=32,
+        vocab_size=32000,
+        embedding_rows=32000,
+    ),
 }
 PRESETS: tuple[str, ...] = tuple(PRESET_SIZES)
 
@@ -137,7 +161,7 @@ def decoder_text_config(size: PresetSize, tokenizer: Any, **extra: Any) -> dict[
         "num_hidden_layers": size.text_layers,
         "num_attention_heads": size.text_heads,
         "num_key_value_heads": size.text_heads,
-        "vocab_size": len(tokenizer),
+        "vocab_size": size.text_vocab(tokenizer),
         "max_position_embeddings": 4096,
         **special_token_ids(tokenizer),
         **extra,

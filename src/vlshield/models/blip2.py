@@ -90,7 +90,7 @@ class Blip2Family:
                 "ffn_dim": size.text_intermediate,
                 "num_hidden_layers": size.text_layers,
                 "num_attention_heads": size.text_heads,
-                "vocab_size": len(tokenizer),
+                "vocab_size": size.text_vocab(tokenizer),
                 "max_position_embeddings": 1024,
                 "dropout": 0.0,
                 **special_token_ids(tokenizer),
