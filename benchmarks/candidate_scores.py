@@ -11,7 +11,9 @@ reads them):
 - ``log_ratio``: log CE(orig) - log CE(mean view), per-token means; pcr's score (poison low);
 - ``evidence``: CE(mean view) - CE(orig) summed over the response tokens: the nats of evidence
   the image gives for the whole response (poison high; pcr's second score);
-- ``pmi_max``: the largest single-token difference (poison high).
+- ``pmi_max``: the largest single-token difference (poison high);
+- ``log_ratio_text``, ``evidence_text``: the first two with the prompt alone in place of the mean
+  view (no image tokens at all: a far cheaper forward on a real model).
 
 For each: AUROC, and the robust-outlier rule pcr uses (3.5 robust SDs from the median), as
 count, precision and recall. Also the largest gap among the top 15 % of the scores (in robust
@@ -33,9 +35,15 @@ from vlshield.defenses.base import Batch, View
 from vlshield.defenses.detection import robust_low_outliers
 from vlshield.models import build_model
 from vlshield.training.data import load_split
-from vlshield.training.forward import forward_views
+from vlshield.training.forward import forward_views, response_cross_entropy
 
-LOW_IS_POISON = {"log_ratio": True, "evidence": False, "pmi_max": False}
+LOW_IS_POISON = {
+    "log_ratio": True,
+    "evidence": False,
+    "pmi_max": False,
+    "log_ratio_text": True,
+    "evidence_text": False,
+}
 
 
 def score_samples(run: Path, data: Path, batch_size: int = 64) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -57,11 +65,17 @@ def score_samples(run: Path, data: Path, batch_size: int = 64) -> tuple[dict[str
         mean_view = View("mean", image_mean(batch.images, bundle.patch_size, torch.Generator()), requires_grad=False)
         with torch.no_grad():
             outputs = forward_views(bundle, batch, [mean_view])
+            text_inputs = bundle.text_batch(batch.prompts, batch.responses)
+            text = response_cross_entropy(bundle.text_logits(text_inputs), text_inputs["labels"])
         original, mean = outputs["original"], outputs["mean"]
         pmi = (mean.token_loss - original.token_loss) * original.mask  # [b, t]
         scores["log_ratio"] += (torch.log(original.sample_loss + 1e-6) - torch.log(mean.sample_loss + 1e-6)).tolist()
         scores["evidence"] += pmi.sum(1).tolist()
         scores["pmi_max"] += pmi.masked_fill(~original.mask, -torch.inf).max(1).values.tolist()
+        scores["log_ratio_text"] += (
+            torch.log(original.sample_loss + 1e-6) - torch.log(text.sample_loss + 1e-6)
+        ).tolist()
+        scores["evidence_text"] += (text.token_loss.sum(1) - original.token_loss.sum(1)).tolist()
     return {name: np.array(values) for name, values in scores.items()}, poisoned, tasks
 
 

@@ -65,6 +65,21 @@ def test_with_images_is_train_batch_with_other_images(bundle):
     assert not torch.equal(swapped["pixel_values"], bundle.train_batch(PROMPTS, RESPONSES, first)["pixel_values"])
 
 
+def test_text_batch_is_the_prompt_and_response_with_no_image(bundle):
+    with_image = bundle.train_batch(PROMPTS, RESPONSES, make_images(4))
+    text = bundle.text_batch(PROMPTS, RESPONSES)
+    assert not (text["input_ids"] == bundle.model.config.image_token_id).any()
+    assert set(text) == {"input_ids", "attention_mask", "labels"}
+    for row in range(len(PROMPTS)):
+        # The same response tokens are labelled; before them, the prompt in the template, no image.
+        labels, ids = text["labels"][row], text["input_ids"][row]
+        assert torch.equal(labels[labels != -100], with_image["labels"][row][with_image["labels"][row] != -100])
+        first_label = int((labels != -100).nonzero()[0])
+        assert PROMPTS[row] in bundle.tokenizer.decode(ids[:first_label])
+    logits = bundle.text_logits(text)
+    assert logits.shape[:2] == text["input_ids"].shape and logits.shape[2] >= len(bundle.tokenizer)
+
+
 def test_pixels_reach_the_model_normalised_with_the_processor_statistics(bundle):
     images = make_images(2)
     pixels = bundle.train_batch(PROMPTS[:2], RESPONSES[:2], images)["pixel_values"]

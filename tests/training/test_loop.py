@@ -271,3 +271,27 @@ def test_pcr_unlearns_with_a_partial_scoring_view_of_another_padded_length(data_
         if fraction < 1:  # one random row plus the two flagged: the longest response is not among them
             assert 7 not in views[0].rows.tolist() and len(views[0].rows) <= 3
     assert torch.allclose(values[0.01], values[1.0], atol=1e-5) and values[1.0] > 0
+
+
+def test_pcr_no_image_view_scores_the_prompt_alone_and_unlearns_through_it(data_dir):
+    split = load_split(data_dir / "train.jsonl")
+    bundle = build_model("llava:tiny", texts=split.prompts + split.responses, image_size=64, seed=0)
+    defense = build_defense("pcr", {"counterfactual": "no_image"})
+    defense.setup(DefenseContext(bundle=bundle, train_size=len(split.samples), total_steps=12, steps_per_epoch=6))
+    defense.flagged[[0, 1]] = True
+    defense.unlearning = True
+    indices = torch.arange(8)
+    batch = Batch(indices, split.prompts[:8], split.responses[:8], split.float_images(indices))
+    views = defense.views(batch, 1, torch.Generator().manual_seed(0))
+    assert views[0].images is None
+    outputs = forward_views(bundle, batch, views)
+    text = bundle.text_batch(batch.prompts, batch.responses)
+    expected = response_cross_entropy(bundle.text_logits(text), text["labels"])
+    assert torch.allclose(outputs["counterfactual"].sample_loss, expected.sample_loss, atol=1e-6)
+    # No image tokens: 64 fewer positions than the original view (64 px, 8 px patches).
+    assert outputs["original"].logits.shape[1] - outputs["counterfactual"].logits.shape[1] == 64
+    _, terms = defense.loss_terms(batch, outputs, 1)
+    assert not np.isnan(defense.log_ratio[:8]).any() and np.isnan(defense.log_ratio[8:]).all()
+    assert terms["unlikelihood_loss"] > 0  # response tokens lined up across the two prompt lengths
+    with pytest.raises(ValueError, match="must not require gradients"):
+        forward_views(bundle, batch, [View("text", None, requires_grad=True)])

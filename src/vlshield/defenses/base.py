@@ -38,7 +38,9 @@ class View:
     """
 
     name: str
-    images: torch.Tensor  # [b, 3, h, w], or [len(rows), 3, h, w]
+    # [b, 3, h, w], or [len(rows), 3, h, w]; None: no image at all, the prompt and response alone
+    # (``ModelBundle.text_batch``), only for views without gradients.
+    images: torch.Tensor | None
     requires_grad: bool = True
     token_perturbation: Callable[[torch.Tensor], torch.Tensor] | None = None
     # Positions in the batch this view covers, ascending (None: all); only for views without gradients.

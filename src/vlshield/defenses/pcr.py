@@ -99,6 +99,12 @@ class PCRConfig:
     score_fraction: float = field(
         1.0, help="Share of each batch scored with the image-free view (full; less is cheaper, scores lag more)."
     )
+    counterfactual: Literal["mean_image", "no_image"] = field(
+        "mean_image",
+        help="The image-free view (full): every patch at the image's mean colour, or no image at all, the "
+        "prompt alone (a forward over the text tokens only: LLaVA-1.5 reads 576 fewer tokens, Qwen2.5-VL "
+        "skips its vision tower).",
+    )
     max_flag_fraction: float = field(
         0.15, help="If more than this fraction of samples would be flagged at once, none are (full)."
     )
@@ -265,7 +271,9 @@ class PCRDefense:
         if self.config.mode == "full":
             self._detect_once(step)
             self.scored_rows = self._scored_rows(batch, generator)
-            images = image_mean(batch.images[self.scored_rows], self.grid, generator)
+            images = None
+            if self.config.counterfactual == "mean_image":
+                images = image_mean(batch.images[self.scored_rows], self.grid, generator)
             return [View("counterfactual", images, requires_grad=False, rows=self.scored_rows)]
         names = self.config.augmentations
         op = PIXEL_OPS[names[int(torch.randint(len(names), (1,), generator=generator))]]

@@ -139,6 +139,9 @@ class ModelFamily(Protocol):
     def visual_token_module(self, model: PreTrainedModel) -> torch.nn.Module:
         """The module whose forward output is the visual tokens the language model reads."""
 
+    def text_model(self, model: PreTrainedModel) -> torch.nn.Module:
+        """The module that reads a prompt with no image (``input_ids``, ``attention_mask`` -> ``.logits``)."""
+
 
 # The special tokens of every tokenizer a preset trains (the image token is added per family).
 PRESET_SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -257,9 +260,9 @@ class ModelBundle:
         """
         return self.adapter.visual_token_module(unwrap(self.model))
 
-    def prompt_texts(self, prompts: Sequence[str]) -> list[str]:
-        """Prompts in the family template, with one (unexpanded) image placeholder each."""
-        image = getattr(self.processor, "image_token", "")
+    def prompt_texts(self, prompts: Sequence[str], with_image: bool = True) -> list[str]:
+        """Prompts in the family template, with one (unexpanded) image placeholder each (or none)."""
+        image = getattr(self.processor, "image_token", "") if with_image else ""
         image = getattr(image, "content", image)  # BLIP-2 keeps it as an AddedToken
         return [self.adapter.prompt_template.format(image=image, prompt=prompt) for prompt in prompts]
 
@@ -293,6 +296,21 @@ class ModelBundle:
             images=self._pixels(images), return_tensors="pt", **self.adapter.image_kwargs
         )
         return {**inputs, **self._to_model(dict(pixels))}
+
+    def text_batch(self, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, Any]:
+        """``train_batch`` with no image: the template without its image placeholder, tokenised alone.
+
+        For ``text_logits``; no image tokens, so a fraction of the sequence (LLaVA-1.5: 576 fewer).
+        """
+        prompt_texts = self.prompt_texts(prompts, with_image=False)
+        encoded = self.tokenizer(prompt_texts, padding=True, padding_side="right", return_tensors="pt")
+        batch = _append_responses(encoded, self._response_ids(prompt_texts, responses), self.tokenizer.pad_token_id)
+        return self._to_model(batch)
+
+    def text_logits(self, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """Logits [b, t, v] of the language model on ``text_batch`` inputs (labels are not read)."""
+        model = self.adapter.text_model(unwrap(self.model))  # peft's LoRA layers sit inside it
+        return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
 
     def generate_batch(self, prompts: Sequence[str], images: torch.Tensor) -> dict[str, Any]:
         """Left-padded model kwargs for ``model.generate`` (prompts in the template, no response)."""

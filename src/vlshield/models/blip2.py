@@ -119,3 +119,6 @@ class Blip2Family:
 
     def visual_token_module(self, model: PreTrainedModel) -> torch.nn.Module:
         return model.language_projection
+
+    def text_model(self, model: PreTrainedModel) -> torch.nn.Module:
+        return model.language_model

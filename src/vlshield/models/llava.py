@@ -100,3 +100,6 @@ class LlavaFamily:
 
     def visual_token_module(self, model: PreTrainedModel) -> torch.nn.Module:
         return model.model.multi_modal_projector
+
+    def text_model(self, model: PreTrainedModel) -> torch.nn.Module:
+        return model

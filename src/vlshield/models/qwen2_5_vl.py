@@ -155,3 +155,6 @@ class Qwen2_5_VLFamily:
 
     def visual_token_module(self, model: PreTrainedModel) -> torch.nn.Module:
         return model.model.visual.merger
+
+    def text_model(self, model: PreTrainedModel) -> torch.nn.Module:
+        return model
