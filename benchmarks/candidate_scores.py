@@ -35,7 +35,7 @@ from vlshield.defenses.base import Batch, View
 from vlshield.defenses.detection import robust_low_outliers
 from vlshield.models import build_model
 from vlshield.training.data import load_split
-from vlshield.training.forward import forward_views, response_cross_entropy
+from vlshield.training.forward import forward_views
 
 LOW_IS_POISON = {
     "log_ratio": True,
@@ -64,18 +64,15 @@ def score_samples(run: Path, data: Path, batch_size: int = 64) -> tuple[dict[str
         )
         mean_view = View("mean", image_mean(batch.images, bundle.patch_size, torch.Generator()), requires_grad=False)
         with torch.no_grad():
-            outputs = forward_views(bundle, batch, [mean_view])
-            text_inputs = bundle.text_batch(batch.prompts, batch.responses)
-            text = response_cross_entropy(bundle.text_logits(text_inputs), text_inputs["labels"])
-        original, mean = outputs["original"], outputs["mean"]
-        pmi = (mean.token_loss - original.token_loss) * original.mask  # [b, t]
-        scores["log_ratio"] += (torch.log(original.sample_loss + 1e-6) - torch.log(mean.sample_loss + 1e-6)).tolist()
-        scores["evidence"] += pmi.sum(1).tolist()
+            outputs = forward_views(bundle, batch, [mean_view, View("text", None, requires_grad=False)])
+        original = outputs["original"]
+        for suffix, view in (("", outputs["mean"]), ("_text", outputs["text"])):
+            log_ratio = torch.log(original.sample_loss + 1e-6) - torch.log(view.sample_loss + 1e-6)
+            scores["log_ratio" + suffix] += log_ratio.tolist()
+            # token_loss is 0 off the response: the sums need no token alignment between the views.
+            scores["evidence" + suffix] += (view.token_loss.sum(1) - original.token_loss.sum(1)).tolist()
+        pmi = (outputs["mean"].token_loss - original.token_loss) * original.mask  # [b, t]
         scores["pmi_max"] += pmi.masked_fill(~original.mask, -torch.inf).max(1).values.tolist()
-        scores["log_ratio_text"] += (
-            torch.log(original.sample_loss + 1e-6) - torch.log(text.sample_loss + 1e-6)
-        ).tolist()
-        scores["evidence_text"] += (text.token_loss.sum(1) - original.token_loss.sum(1)).tolist()
     return {name: np.array(values) for name, values in scores.items()}, poisoned, tasks
 
 
