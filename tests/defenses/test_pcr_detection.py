@@ -320,3 +320,24 @@ def test_spread_within_tasks_reads_the_share_in_each_task():
     within._detect(5)
     # the answers' share spreads the flag to every carrier, the descriptions' included
     assert np.flatnonzero(within.flagged).tolist() == list(range(300, 397)) + list(range(697, 800))
+
+
+def test_score_every_scores_and_detects_in_every_kth_epoch_counted_back_from_the_schedules_last():
+    # 20 epochs of 5 steps and one repair epoch (epochs 0-20). Every 2nd epoch counted back from the
+    # schedule's last (19): 19, 17, ..., 1; the repair epoch is the run's last and scores nothing: no
+    # detection follows it.
+    rng = np.random.default_rng(6)
+    scores = np.array(_bulk(rng, 1000, -0.5))
+    scores[:30] = -5.0
+    every = _defense(scores, score_every=2)
+    assert [epoch for epoch in range(21) if every._scoring_epoch(epoch)] == list(range(1, 20, 2))
+    default = _defense(scores)
+    assert [epoch for epoch in range(21) if default._scoring_epoch(epoch)] == list(range(20))
+    assert [epoch for epoch in range(20) if _defense(scores, repair_epochs=0)._scoring_epoch(epoch)] == list(
+        range(19)
+    )
+    # Detection runs at the end of a scoring epoch only: step 5 ends epoch 0 (not scored), step 10 epoch 1.
+    every._detect_once(5)
+    assert every.history == []
+    every._detect_once(10)
+    assert [record["epoch"] for record in every.history] == [2] and every.flagged.sum() == 30

@@ -295,3 +295,24 @@ def test_pcr_no_image_view_scores_the_prompt_alone_and_unlearns_through_it(data_
     assert terms["unlikelihood_loss"] > 0  # response tokens lined up across the two prompt lengths
     with pytest.raises(ValueError, match="must not require gradients"):
         forward_views(bundle, batch, [View("text", None, requires_grad=True)])
+
+
+def test_pcr_outside_its_scoring_epochs_views_only_the_flagged_samples_it_unlearns(data_dir):
+    # Two epochs of 6 steps and one repair epoch; with score_every=2 the scoring epoch is epoch 1 only.
+    split = load_split(data_dir / "train.jsonl")
+    bundle = build_model("llava:tiny", texts=split.prompts + split.responses, image_size=64, seed=0)
+    defense = build_defense("pcr", {"score_every": 2})
+    defense.setup(DefenseContext(bundle=bundle, train_size=len(split.samples), total_steps=12, steps_per_epoch=6))
+    indices = torch.arange(8)
+    batch = Batch(indices, split.prompts[:8], split.responses[:8], split.float_images(indices))
+    generator = torch.Generator().manual_seed(0)
+    assert defense.views(batch, 1, generator) == []  # epoch 0: no view, no score
+    weights, terms = defense.loss_terms(batch, forward_views(bundle, batch, []), 1)
+    assert np.isnan(defense.log_ratio).all() and weights.tolist() == [1.0] * 8 and terms["unlikelihood_loss"] == 0
+    assert len(defense.views(batch, 7, generator)[0].rows) == 8  # epoch 1 scores the whole batch
+    defense.flagged[[2, 5]] = True
+    defense.unlearning = True
+    views = defense.views(batch, 13, generator)  # the repair epoch, the run's last: the flagged rows only
+    assert views[0].rows.tolist() == [2, 5]
+    _, terms = defense.loss_terms(batch, forward_views(bundle, batch, views), 13)
+    assert terms["unlikelihood_loss"] > 0 and np.flatnonzero(~np.isnan(defense.log_ratio)).tolist() == [2, 5]

@@ -90,6 +90,7 @@ class PCRDefense:
         self.grid = self.config.grid or context.bundle.patch_size
         self.steps_per_epoch = context.steps_per_epoch
         self.schedule_steps = context.total_steps
+        self.schedule_epochs = context.total_steps // context.steps_per_epoch
         n = context.train_size
         self.log_ratio = np.full(n, np.nan)
         self.evidence = np.full(n, np.nan)  # nats the image adds to the response, summed over its tokens
@@ -129,13 +130,29 @@ class PCRDefense:
         return flags >= self.config.min_group(len(self.flagged))
 
     def _detect_once(self, step: int) -> None:
-        if step > 0 and step % self.steps_per_epoch == 0 and not any(h["step"] == step for h in self.history):
+        """At an epoch end that follows a scoring epoch, once: detect."""
+        if step == 0 or step % self.steps_per_epoch or not self._scoring_epoch(step // self.steps_per_epoch - 1):
+            return
+        if not any(h["step"] == step for h in self.history):
             self._detect(step)
+
+    def _scoring_epoch(self, epoch: int) -> bool:
+        """Whether the image-free view scores the samples in ``epoch`` (from 0): only where a detection follows
+        that reads the scores, every ``score_every``-th epoch of the schedule counted back from its last,
+        and every repair epoch but the last (the next one starts with a detection)."""
+        last = self.schedule_epochs + self.repair_schedule()[0] - 1
+        if epoch >= last:
+            return False
+        if epoch >= self.schedule_epochs:
+            return True
+        return (self.schedule_epochs - 1 - epoch) % self.config.score_every == 0
 
     def views(self, batch: Batch, step: int, generator: torch.Generator) -> list[View]:
         if self.config.mode == "full":
             self._detect_once(step)
-            self.scored_rows = self._scored_rows(batch, generator)
+            self.scored_rows = self._scored_rows(batch, step, generator)
+            if len(self.scored_rows) == 0:
+                return []
             images = None
             if self.config.counterfactual == "mean_image":
                 images = image_mean(batch.images[self.scored_rows], self.grid, generator)
@@ -160,8 +177,9 @@ class PCRDefense:
         if self.config.mode != "full":
             return None, self._augmentation_terms(original, outputs["augmented"])
         rows = self.scored_rows
-        counterfactual = outputs["counterfactual"]
-        self._update_scores(batch.indices[rows].numpy(), original, counterfactual, rows)
+        counterfactual = outputs.get("counterfactual")
+        if counterfactual is not None:
+            self._update_scores(batch.indices[rows].numpy(), original, counterfactual, rows)
         flagged = torch.from_numpy(self.flagged[batch.indices.numpy()]).to(original.sample_loss.device)
         if not self.config.suppress:
             flagged = torch.zeros_like(flagged)
@@ -170,14 +188,16 @@ class PCRDefense:
         unlearn = flagged if self.unlearning else torch.zeros_like(flagged)
         return weights, self._suppression_terms(original, counterfactual, rows, unlearn)
 
-    def _scored_rows(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        """Batch positions that get the image-free view: a random ``score_fraction`` of the batch, plus
-        the flagged samples while they are unlearnt (their terms need that view)."""
+    def _scored_rows(self, batch: Batch, step: int, generator: torch.Generator) -> torch.Tensor:
+        """Batch positions that get the image-free view: in a scoring epoch a random ``score_fraction`` of
+        the batch, plus the flagged samples while they are unlearnt (their terms need that view)."""
         size = len(batch.prompts)
-        if self.config.score_fraction >= 1.0:
+        scoring = self._scoring_epoch(step // self.steps_per_epoch)
+        if scoring and self.config.score_fraction >= 1.0:
             return torch.arange(size)
         chosen = torch.zeros(size, dtype=torch.bool)
-        chosen[torch.randperm(size, generator=generator)[: math.ceil(self.config.score_fraction * size)]] = True
+        if scoring:
+            chosen[torch.randperm(size, generator=generator)[: math.ceil(self.config.score_fraction * size)]] = True
         if self.unlearning and self.config.suppress:
             chosen |= torch.from_numpy(self.flagged[batch.indices.numpy()])
         return chosen.nonzero().squeeze(1)
@@ -195,7 +215,7 @@ class PCRDefense:
         return terms
 
     def _suppression_terms(
-        self, original: ViewOutput, counterfactual: ViewOutput, scored: torch.Tensor, flagged: torch.Tensor
+        self, original: ViewOutput, counterfactual: ViewOutput | None, scored: torch.Tensor, flagged: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         # Normalised by the batch size, so the terms grow with the share of flagged samples in the batch
         # (a mean over the flagged samples alone did not help: qwen2_5_vl:tiny badnet 96.0 % vs 96.5 %).

@@ -31,6 +31,12 @@ class PCRConfig:
     score_fraction: float = field(
         1.0, help="Share of each batch scored with the image-free view (full; less is cheaper, scores lag more)."
     )
+    score_every: int = field(
+        1,
+        help="Score with the image-free view in every k-th epoch of the schedule, counted back from its last, and "
+        "detect after those epochs only (full; 2 halves the view's cost, scores are an epoch older at most). "
+        "The last epoch of training scores only the flagged samples it unlearns: no detection reads it.",
+    )
     counterfactual: Literal["mean_image", "no_image"] = field(
         "mean_image",
         help="The image-free view (full): every patch at the image's mean colour, or no image at all, the "
@@ -133,6 +139,8 @@ class PCRConfig:
             )
         if not 0.0 < self.score_fraction <= 1.0:
             raise ConfigError(f"defense.score_fraction: must be in (0, 1], got {self.score_fraction}")
+        if self.score_every < 1:
+            raise ConfigError(f"defense.score_every: must be >= 1, got {self.score_every}")
         if not 0.0 <= self.score_decay < 1.0:
             raise ConfigError(f"defense.score_decay: must be in [0, 1), got {self.score_decay}")
         if not 0.0 < self.max_flag_fraction < 0.5:
