@@ -2,16 +2,20 @@
 
     python benchmarks/defense_overhead.py --model llava:tiny --defense pcr
 
-Builds the model once per defense from the same seed, then alternates steps between the
-undefended loop and the defended one (so machine noise hits both alike) and prints the
-median step time of each and their ratio, and the whole training's ratio once a defense's repair
-epochs are counted (they are defended steps too). Each step is the loop's real work: views, batched
-forward, loss terms, backward, AdamW.
+Builds the model once per defense from the same seed, then runs each defense through a compressed
+copy of the training schedule, every epoch of it (``--epochs``, then the defense's repair epochs)
+``--steps-per-epoch`` steps long, alternating steps with the undefended loop (so machine noise hits
+both alike). A defense's cost can differ from epoch to epoch (pcr scores only in some with
+``score_every``, and its last epoch views only the samples it unlearns), so it prints each epoch's
+median step time over the undefended median, and the whole training's ratio: the defended epochs'
+medians summed over ``--epochs`` undefended ones. Before the repair epochs, ``--flag-fraction`` of
+the samples are flagged and unlearnt, as when pcr has found the poison (a random model finds
+nothing). Each step is the loop's real work: views, batched forward, loss terms, backward, AdamW.
 
 At real size, on a GPU (a 7B-shaped LLaVA-1.5, random weights, bf16, LoRA, frozen vision tower):
 
     python benchmarks/defense_overhead.py --model llava:7b --image-size 336 --batch-size 8 \
-        --dtype bfloat16 --lora --freeze-vision --share-model --steps 30 --variant score_fraction=0.5
+        --dtype bfloat16 --lora --freeze-vision --share-model --steps-per-epoch 2 --variant score_every=2
 
 ``--share-model`` trains one model with every stepper in turn (a step's cost does not depend on
 the weights' values), so that several variants fit in the GPU's memory; ``--variant`` adds a
@@ -28,6 +32,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from tqdm import tqdm
 
 from vlshield.defenses import build_defense
 from vlshield.defenses.base import Batch, DefenseContext
@@ -48,18 +53,18 @@ def build_trained(spec: str, split, options: ModelOptions, device: str):
     return bundle, optimizer
 
 
-def make_stepper(bundle, optimizer, defense_name: str, split, batch_size: int, options: dict | None = None):
+def make_stepper(
+    bundle, optimizer, defense_name: str, split, batch_size: int, epochs: int, steps_per_epoch: int, options=None
+):
+    """The defended step at any step of a schedule of ``epochs`` epochs of ``steps_per_epoch`` steps."""
     defense = build_defense(defense_name, options)
-    steps_per_epoch = len(split.samples) // batch_size
-    defense.setup(DefenseContext(bundle, len(split.samples), 10 * steps_per_epoch, steps_per_epoch))
+    defense.setup(DefenseContext(bundle, len(split.samples), epochs * steps_per_epoch, steps_per_epoch))
     cuda = bundle.device.type == "cuda"
-    state = {"step": 0}
 
-    def step() -> float:
+    def step(index: int) -> float:
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        index = state["step"]
         indices = torch.arange(index * batch_size, (index + 1) * batch_size) % len(split.samples)
         batch = Batch(
             indices,
@@ -74,12 +79,20 @@ def make_stepper(bundle, optimizer, defense_name: str, split, batch_size: int, o
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        state["step"] += 1
         if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
+    step.defense = defense
     return step
+
+
+def flag_for_repair(defense, fraction: float) -> None:
+    """Flag a random ``fraction`` of the samples for unlearning, as pcr does once it has found the poison."""
+    if fraction > 0 and hasattr(defense, "flagged"):
+        chosen = torch.randperm(len(defense.flagged), generator=torch.Generator().manual_seed(0))
+        defense.flagged[chosen[: round(fraction * len(defense.flagged))].numpy()] = True
+        defense.unlearning = True
 
 
 def parse_options(items: list[str]) -> dict:
@@ -91,17 +104,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="llava:tiny")
     parser.add_argument("--defense", default="pcr")
-    parser.add_argument("--steps", type=int, default=200, help="Measured steps per defense.")
+    parser.add_argument("--epochs", type=int, default=12, help="Epochs of the schedule (then the repair epochs).")
+    parser.add_argument("--steps-per-epoch", type=int, default=16, help="Measured steps in each epoch.")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
-        "--block",
-        type=int,
-        default=1,
-        help="Steps per alternation block (blocks of 5 over 40 steps varied +-0.06x run to run).",
+        "--flag-fraction", type=float, default=0.05, help="Samples flagged before the repair epochs (the poison rate)."
     )
-    parser.add_argument("--epochs", type=int, default=12, help="Schedule length, for the repair epochs' share.")
     parser.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE", help="A defense option, e.g. score_fraction=0.5."
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="A defense option, e.g. score_every=2."
     )
     parser.add_argument(
         "--variant",
@@ -119,6 +129,7 @@ def main() -> None:
     parser.add_argument(
         "--share-model", action="store_true", help="One model and optimizer for every stepper (fits big models)."
     )
+    parser.add_argument("--quiet", action="store_true", help="No progress bar.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config = PoisonConfig(limit=256, test_size=8, image_size=args.image_size)
@@ -133,48 +144,52 @@ def main() -> None:
     options = parse_options(args.option)
     defended = {args.defense: options}
     for variant in args.variant:
-        extra = parse_options(variant.split(","))
-        defended[f"{args.defense}[{variant}]"] = {**options, **extra}
-    shared = build_trained(args.model, split, model_options, args.device) if args.share_model else None
-    steppers = {}
+        defended[f"{args.defense}[{variant}]"] = {**options, **parse_options(variant.split(","))}
     runs = {"none": ("none", None), **{name: (args.defense, value) for name, value in defended.items()}}
+    shared = build_trained(args.model, split, model_options, args.device) if args.share_model else None
+    steppers, epochs = {}, {}
     for name, (defense, defense_options) in runs.items():
         bundle, optimizer = shared or build_trained(args.model, split, model_options, args.device)
-        steppers[name] = make_stepper(bundle, optimizer, defense, split, args.batch_size, defense_options)
+        steppers[name] = make_stepper(
+            bundle, optimizer, defense, split, args.batch_size, args.epochs, args.steps_per_epoch, defense_options
+        )
+        epochs[name] = args.epochs + steppers[name].defense.repair_schedule()[0]
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()  # training's peak, not the fp32 build's
-    for stepper in steppers.values():  # warm-up: allocator, kernels
+    for stepper in steppers.values():  # warm-up (allocator, kernels) on a step of the first epoch
         for _ in range(3):
-            stepper()
-    times: dict[str, list[float]] = {name: [] for name in steppers}
-    while len(times["none"]) < args.steps:
-        for name, stepper in steppers.items():
-            times[name].extend(stepper() for _ in range(args.block))
-    medians = {name: statistics.median(values) for name, values in times.items()}
+            stepper(0)
+    # times[name][epoch]: the step times in each epoch of the compressed schedule, the steppers alternating.
+    times: dict[str, list[list[float]]] = {name: [[] for _ in range(epochs[name])] for name in steppers}
+    spe = args.steps_per_epoch
+    for epoch in tqdm(range(max(epochs.values())), desc="epochs", disable=args.quiet):
+        if epoch == args.epochs:
+            for stepper in steppers.values():
+                flag_for_repair(stepper.defense, args.flag_fraction)
+        for index in range(epoch * spe, (epoch + 1) * spe):
+            for name, stepper in steppers.items():
+                if epoch < epochs[name]:
+                    times[name][epoch].append(stepper(index))
+    none = statistics.median(value for values in times["none"] for value in values)
     where = (
         torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, threads {torch.get_num_threads()}"
     )
     print(
         f"model {args.model} ({model_options.dtype}, lora {args.lora}, vision frozen {args.freeze_vision}, "
         f"checkpointing {args.gradient_checkpointing}), images {args.image_size} px, batch {args.batch_size}, "
-        f"{args.steps} steps each, {where}, model shared {args.share_model}, "
-        f"{args.defense} options {options or 'default'}"
+        f"{args.epochs} epochs of {spe} steps, {where}, model shared {args.share_model}, "
+        f"{args.defense} options {options or 'default'}, {args.flag_fraction:.0%} flagged before the repair epochs"
     )
     if args.device.startswith("cuda"):
         print(f"  peak GPU memory in training {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
-    for name, value in medians.items():
-        print(f"  {name:>8}: median step {1000 * value:.1f} ms")
-    for name, defense_options in defended.items():
-        ratio = medians[name] / medians["none"]
-        print(f"  step-time ratio {name}/none: {ratio:.2f}x")
-        # Repair epochs (pcr's, after the schedule) cost as many defended steps again as they are long.
-        repair_epochs, _ = build_defense(args.defense, defense_options).repair_schedule()
-        if repair_epochs:
-            total = ratio * (args.epochs + repair_epochs) / args.epochs
-            print(
-                f"    training wall-time ratio with its {repair_epochs} repair epoch(s) after {args.epochs} epochs: "
-                f"{ratio:.2f} x {args.epochs + repair_epochs}/{args.epochs} = {total:.2f}x"
-            )
+    print(f"  none: median step {1000 * none:.1f} ms")
+    for name in defended:
+        ratios = [statistics.median(values) / none for values in times[name]]
+        shown = " ".join(f"{ratio:.2f}" for ratio in ratios[: args.epochs])
+        repair = " ".join(f"{ratio:.2f}" for ratio in ratios[args.epochs :])
+        print(f"  {name}: step-time ratio per epoch {shown}" + (f" | repair {repair}" if repair else ""))
+        total = sum(ratios) / args.epochs
+        print(f"    training wall-time ratio, {len(ratios)} epochs over {args.epochs}: {total:.2f}x")
 
 
 if __name__ == "__main__":

@@ -333,9 +333,7 @@ def test_score_every_scores_and_detects_in_every_kth_epoch_counted_back_from_the
     assert [epoch for epoch in range(21) if every._scoring_epoch(epoch)] == list(range(1, 20, 2))
     default = _defense(scores)
     assert [epoch for epoch in range(21) if default._scoring_epoch(epoch)] == list(range(20))
-    assert [epoch for epoch in range(20) if _defense(scores, repair_epochs=0)._scoring_epoch(epoch)] == list(
-        range(19)
-    )
+    assert [epoch for epoch in range(20) if _defense(scores, repair_epochs=0)._scoring_epoch(epoch)] == list(range(19))
     # Detection runs at the end of a scoring epoch only: step 5 ends epoch 0 (not scored), step 10 epoch 1.
     every._detect_once(5)
     assert every.history == []
