@@ -6,7 +6,9 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
 - ``aug_cross``: add the hinge pull-apart of original vs augmented view and an entropy ceiling:
   ``L += b * mean_i relu(tau - D_i) + g * mean_i relu(H_i - h_max)``.
 - ``full`` (default): cross-view detection and suppression. Every batch also gets the extreme
-  patch view (every patch set to the image mean, scored without gradients). Per sample, the
+  patch view (every patch set to the image mean, scored without gradients), in the epochs whose
+  scores a detection reads: every epoch but the run's last, or every ``score_every``-th of the
+  schedule (the last epoch views only the flagged samples it unlearns). Per sample, the
   cross-view score ``log_ratio = log CE(orig) - log CE(mean view)`` is averaged over visits (EMA);
   it is low when the image explains the response far better than an image-free view can, which
   is what an installed trigger does for its target. At each epoch end, samples whose score lies
