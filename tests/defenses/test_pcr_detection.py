@@ -331,6 +331,8 @@ def test_score_every_scores_and_detects_in_every_kth_epoch_counted_back_from_the
     scores[:30] = -5.0
     every = _defense(scores, score_every=2)
     assert [epoch for epoch in range(21) if every._scoring_epoch(epoch)] == list(range(1, 20, 2))
+    first = _defense(scores, score_every=2, score_first=1)
+    assert [epoch for epoch in range(21) if first._scoring_epoch(epoch)] == [0, *range(1, 20, 2)]
     default = _defense(scores)
     assert [epoch for epoch in range(21) if default._scoring_epoch(epoch)] == list(range(20))
     assert [epoch for epoch in range(20) if _defense(scores, repair_epochs=0)._scoring_epoch(epoch)] == list(range(19))

@@ -140,14 +140,15 @@ class PCRDefense:
 
     def _scoring_epoch(self, epoch: int) -> bool:
         """Whether the image-free view scores the samples in ``epoch`` (from 0): only where a detection follows
-        that reads the scores, every ``score_every``-th epoch of the schedule counted back from its last,
-        and every repair epoch but the last (the next one starts with a detection)."""
+        that reads the scores, every ``score_every``-th epoch of the schedule counted back from its last
+        and the first ``score_first``, and every repair epoch but the last (the next one starts with a
+        detection)."""
         last = self.schedule_epochs + self.repair_schedule()[0] - 1
         if epoch >= last:
             return False
         if epoch >= self.schedule_epochs:
             return True
-        return (self.schedule_epochs - 1 - epoch) % self.config.score_every == 0
+        return epoch < self.config.score_first or (self.schedule_epochs - 1 - epoch) % self.config.score_every == 0
 
     def views(self, batch: Batch, step: int, generator: torch.Generator) -> list[View]:
         if self.config.mode == "full":

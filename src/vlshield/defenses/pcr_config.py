@@ -37,6 +37,11 @@ class PCRConfig:
         "detect after those epochs only (full; 2 halves the view's cost, scores are an epoch older at most). "
         "The last epoch of training scores only the flagged samples it unlearns: no detection reads it.",
     )
+    score_first: int = field(
+        0,
+        help="With score_every > 1, also score (and detect after) the first this many epochs: a first detection "
+        "on one visit's scores flagged clean captions that then spread (docs/results/experiments/score-every-2/).",
+    )
     counterfactual: Literal["mean_image", "no_image"] = field(
         "mean_image",
         help="The image-free view (full): every patch at the image's mean colour, or no image at all, the "
@@ -139,6 +144,8 @@ class PCRConfig:
             )
         if not 0.0 < self.score_fraction <= 1.0:
             raise ConfigError(f"defense.score_fraction: must be in (0, 1], got {self.score_fraction}")
+        if self.score_first < 0:
+            raise ConfigError(f"defense.score_first: must be >= 0, got {self.score_first}")
         if self.score_every < 1:
             raise ConfigError(f"defense.score_every: must be >= 1, got {self.score_every}")
         if not 0.0 <= self.score_decay < 1.0:
