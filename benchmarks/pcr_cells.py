@@ -53,7 +53,9 @@ def pairs_of(records: list[dict]) -> list[dict]:
                 "none_quality": none_quality,
                 "ratio": 100 * quality / none_quality,
                 "detection": record["metrics"].get("detection") or {},
-                "run": (record.get("git_revision"), record.get("torch_threads")),  # what decides its floats
+                # what decides its floats: the package's source (its hash, or the revision for cells older
+                # than the hash) and the torch thread count
+                "run": (record.get("source_sha256") or record.get("git_revision"), record.get("torch_threads")),
             }
         )
 

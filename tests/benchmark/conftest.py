@@ -74,7 +74,16 @@ def write_cell():
     benchmarks/pcr_cells.py and benchmarks/variant_cells.py read."""
 
     def write(
-        out: Path, attack: str, defense: str, seed: int, asr: float, cider: float, detection=None, threads=1
+        out: Path,
+        attack: str,
+        defense: str,
+        seed: int,
+        asr: float,
+        cider: float,
+        detection=None,
+        threads=1,
+        revision="0123abc",
+        source=None,
     ) -> None:
         cell = {
             "model": "llava:tiny",
@@ -91,7 +100,9 @@ def write_cell():
         name = f"llava_tiny--caption--{attack}--{defense}--0.05--{seed}"
         (out / "cells").mkdir(parents=True, exist_ok=True)
         record = {"cell": cell, "status": "ok", "metrics": metrics}
-        record.update(git_revision="0123abc", torch_threads=threads)
+        record.update(git_revision=revision, torch_threads=threads)
+        if source is not None:
+            record["source_sha256"] = source
         (out / "cells" / f"{name}.json").write_text(json.dumps(record))
 
     return write

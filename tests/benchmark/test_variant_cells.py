@@ -44,6 +44,21 @@ def test_variant_next_to_default_and_undefended(tmp_path, write_cell):
     assert lines[7].startswith("variant - default quality ratio: mean +2.5 points [")
     assert lines[7].endswith("higher in 1, lower in 1 of 2")
     # badnet ran on the same revision and thread count as its default cell, sig on 2 threads against 1
-    assert lines[8].startswith("paired (same revision and torch thread count, where recorded): 1 of 2 cells;")
+    assert lines[8].startswith("paired (same source and torch thread count, where recorded): 1 of 2 cells;")
     low, high = script.interval([10.0, -5.0])
     assert -5.0 <= low <= 2.5 <= high <= 10.0
+
+
+def test_cells_of_two_revisions_pair_when_their_source_hashes_match(tmp_path, write_cell):
+    base, variant = tmp_path / "base", tmp_path / "variant"
+    found = {"flagged": 100, "poisoned": 100, "precision": 1.0, "recall": 1.0}
+    for attack in ("badnet", "sig"):
+        write_cell(base, attack, "none", 0, 1.0, 500.0)
+    # default cells at revision aaa, variant cells at bbb (a docs-only commit later): badnet's source is
+    # the same, sig's variant ran on other source
+    write_cell(base, "badnet", "pcr", 0, 0.0, 500.0, found, revision="aaa", source="s1")
+    write_cell(base, "sig", "pcr", 0, 0.0, 500.0, found, revision="aaa", source="s1")
+    write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, found, revision="bbb", source="s1")
+    write_cell(variant, "sig", "pcr", 0, 0.0, 500.0, found, revision="bbb", source="s2")
+    lines = _script().report(_script().compare(base, variant)).splitlines()
+    assert lines[-1].startswith("paired (same source and torch thread count, where recorded): 1 of 2 cells;")
