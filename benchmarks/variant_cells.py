@@ -16,9 +16,9 @@ The comparison is paired only when default and variant ran the same code path on
 the same vlshield source (the hash each cell records; the revision for older cells) and torch thread
 count, so that both train alike up to the first step the variant changes. Cells run on other source
 or thread count train apart from the first step, and their difference holds the whole run-to-run
-spread. ``--default DIR`` takes the default pcr cells from a
-rerun next to the variant's (same source, same ``--workers``) instead of BASE's; the last line says
-how many pairs share source and thread count (cells record the thread count since 938db01).
+spread. ``--default DIR`` takes the default pcr cells from a rerun next to the variant's (same
+source, same ``--workers``) instead of BASE's; the last line says how many pairs share source and
+thread count (cells record the thread count since 938db01).
 """
 
 from __future__ import annotations

@@ -60,5 +60,6 @@ def test_cells_of_two_revisions_pair_when_their_source_hashes_match(tmp_path, wr
     write_cell(base, "sig", "pcr", 0, 0.0, 500.0, found, revision="aaa", source="s1")
     write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, found, revision="bbb", source="s1")
     write_cell(variant, "sig", "pcr", 0, 0.0, 500.0, found, revision="bbb", source="s2")
-    lines = _script().report(_script().compare(base, variant)).splitlines()
+    script = _script()
+    lines = script.report(script.compare(base, variant)).splitlines()
     assert lines[-1].startswith("paired (same source and torch thread count, where recorded): 1 of 2 cells;")
