@@ -54,8 +54,12 @@ def pairs_of(records: list[dict]) -> list[dict]:
                 "ratio": 100 * quality / none_quality,
                 "detection": record["metrics"].get("detection") or {},
                 # what decides its floats: the package's source (its hash, or the revision for cells older
-                # than the hash) and the torch thread count
-                "run": (record.get("source_sha256") or record.get("git_revision"), record.get("torch_threads")),
+                # than the hash), the torch thread count and the CPU's instruction set (None in older cells)
+                "run": (
+                    record.get("source_sha256") or record.get("git_revision"),
+                    record.get("torch_threads"),
+                    record.get("cpu_capability"),
+                ),
             }
         )
 

@@ -13,12 +13,13 @@ interval over those cells (cells drawn with replacement). Every cell of the vari
 not a chosen few: a variant rerun on the worst cells only looks better by regression to the mean.
 
 The comparison is paired only when default and variant ran the same code path on the same floats:
-the same vlshield source (the hash each cell records; the revision for older cells) and torch thread
-count, so that both train alike up to the first step the variant changes. Cells run on other source
-or thread count train apart from the first step, and their difference holds the whole run-to-run
-spread. ``--default DIR`` takes the default pcr cells from a rerun next to the variant's (same
-source, same ``--workers``) instead of BASE's; the last line says how many pairs share source and
-thread count (cells record the thread count since 938db01).
+the same vlshield source (the hash each cell records; the revision for older cells), torch thread
+count and CPU instruction set (``cpu_capability``), so that both train alike up to the first step the
+variant changes. Cells run on other source, thread count or CPU train apart from the first step, and
+their difference holds the whole run-to-run spread. ``--default DIR`` takes the default pcr cells
+from a rerun next to the variant's (same source, same ``--workers``, same machine) instead of BASE's;
+the last line says how many pairs share all three (cells record the thread count since 938db01 and
+the instruction set since CPUCOMMIT; a pair of cells that both predate a record counts as sharing it).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def report(rows: list[dict]) -> str:
     )
     paired = sum(row["default"]["run"] == row["variant"]["run"] and bool(row["default"]["run"][0]) for row in rows)
     lines.append(
-        f"paired (same source and torch thread count, where recorded): {paired} of {len(rows)} cells"
+        f"paired (same source, torch thread count and CPU instruction set, where recorded): {paired} of {len(rows)} cells"
         + ("" if paired == len(rows) else "; the others differ by training noise as well (see --default)")
     )
     return "\n".join(lines)

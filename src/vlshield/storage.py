@@ -109,8 +109,10 @@ def package_versions() -> dict[str, str]:
 
 
 def run_info() -> dict[str, Any]:
-    """Provenance stored with every artifact: git revision, source hash, package versions, and torch's
-    CPU thread count (a CPU run's floats can depend on it, so a cell reruns bit for bit on as many)."""
+    """Provenance stored with every artifact: git revision, source hash, package versions, and what
+    decides a CPU run's floats besides them: torch's thread count and the instruction set its kernels
+    use (``cpu_capability``: AVX2, AVX512, ...), with the CPU's name. A cell reruns bit for bit only
+    where all of these match."""
     import torch
 
     return {
@@ -118,4 +120,15 @@ def run_info() -> dict[str, Any]:
         "source_sha256": source_sha256(),
         "versions": package_versions(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_model": cpu_model(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's name as the OS gives it (``/proc/cpuinfo`` on Linux), or ``platform.processor()``."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"

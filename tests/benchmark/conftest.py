@@ -84,6 +84,7 @@ def write_cell():
         threads=1,
         revision="0123abc",
         source=None,
+        cpu=None,
     ) -> None:
         cell = {
             "model": "llava:tiny",
@@ -103,6 +104,8 @@ def write_cell():
         record.update(git_revision=revision, torch_threads=threads)
         if source is not None:
             record["source_sha256"] = source
+        if cpu is not None:
+            record["cpu_capability"] = cpu
         (out / "cells" / f"{name}.json").write_text(json.dumps(record))
 
     return write

@@ -122,6 +122,9 @@ def test_bad_input_gives_clear_errors_and_overwrites_nothing(data_dir, tmp_path)
     # A run started by other code (another source hash) is not resumed: it would mix two versions.
     record = json.loads(before)
     assert record["source_sha256"] == source_sha256()
+    # ... and what else decides a CPU run's floats: the thread count and the kernels' instruction set
+    assert record["torch_threads"] == torch.get_num_threads()
+    assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     (run / "config.json").write_text(json.dumps({**record, "source_sha256": "0" * 64}))
     with pytest.raises(ConfigError, match="started by other vlshield code"):
         train(_config(data_dir, epochs=1), run, resume=True, progress=False)
