@@ -2,6 +2,7 @@
 
     python benchmarks/pcr_cells.py docs/results            # the table of docs/method.md, then the counts
     python benchmarks/pcr_cells.py docs/results --counts   # the counts only
+    python benchmarks/pcr_cells.py PCR_DIR NONE_DIR        # cells pooled from several --out directories
 
 A pair is a ``pcr`` cell and the ``none`` cell of the same model, task, dataset, attack, rate and
 seed (cells of other defenses are left out). The table gives, per pair, ASR / clean quality of
@@ -25,9 +26,10 @@ MISS_ASR = 15.0  # the issue's bar for one cell's pcr ASR (%)
 QUALITY_BAR = 98.0  # the issue's bar for pcr's quality, % of the undefended model's
 
 
-def pairs(results: str | Path) -> list[dict]:
-    """(undefended, pcr) pairs of ok cells, ordered by task, model, attack, rate and seed."""
-    return pairs_of(load_results(results))
+def pairs(*results: str | Path) -> list[dict]:
+    """(undefended, pcr) pairs of ok cells, ordered by task, model, attack, rate and seed. The cells of
+    several directories are pooled; where two hold a cell of the same name, the later one's is taken."""
+    return pairs_of([record for directory in results for record in load_results(directory)])
 
 
 def pairs_of(records: list[dict]) -> list[dict]:
@@ -141,10 +143,15 @@ def counts(found: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", help="A benchmark --out directory (its cells/*.json).")
+    parser.add_argument(
+        "results",
+        nargs="+",
+        help="Benchmark --out directories (their cells/*.json), pooled: e.g. pcr cells and their undefended "
+        "twins rerun in another directory (a later directory's cell replaces an earlier one's).",
+    )
     parser.add_argument("--counts", action="store_true", help="Print the counts only, not the table.")
     args = parser.parse_args()
-    found = pairs(args.results)
+    found = pairs(*args.results)
     if not args.counts:
         print(table(found), end="\n\n")
     print(counts(found))

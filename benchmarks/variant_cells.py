@@ -19,7 +19,7 @@ variant changes. Cells run on other source, thread count or CPU train apart from
 their difference holds the whole run-to-run spread. ``--default DIR`` takes the default pcr cells
 from a rerun next to the variant's (same source, same ``--workers``, same machine) instead of BASE's;
 the last line says how many pairs share all three (cells record the thread count since 938db01 and
-the instruction set since CPUCOMMIT; a pair of cells that both predate a record counts as sharing it).
+the instruction set since 0d8e533; a pair of cells that both predate a record counts as sharing it).
 """
 
 from __future__ import annotations

@@ -42,3 +42,16 @@ def test_pairs_table_and_counts(tmp_path, write_cell):
     assert counts[2] == "    llava:tiny caption sig 5 % seed 0: 100.0 -> 50.0 %"
     # quality ratios 98 % and 100 %: none below the 98 % bar
     assert counts[3] == "  quality with pcr 98-100 % of undefended (mean 99 %); below 98 % in 0"
+
+
+def test_cells_pooled_from_two_directories_pair_and_the_later_replaces(tmp_path, write_cell):
+    found = {"flagged": 100, "poisoned": 100, "precision": 1.0, "recall": 1.0}
+    defended, undefended = tmp_path / "pcr", tmp_path / "none"
+    write_cell(defended, "badnet", "pcr", 0, 0.0, 450.0, found)
+    write_cell(defended, "badnet", "none", 0, 1.0, 400.0)  # an older undefended run, replaced below
+    write_cell(undefended, "badnet", "none", 0, 1.0, 500.0)
+    script = _script()
+    (pair,) = script.pairs(defended, undefended)
+    assert (pair["none_quality"], pair["quality"], pair["ratio"]) == (500.0, 450.0, 90.0)
+    (pair,) = script.pairs(undefended, defended)  # the other order keeps the 400.0 run
+    assert pair["ratio"] == 112.5
