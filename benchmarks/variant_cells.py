@@ -97,7 +97,8 @@ def report(rows: list[dict]) -> str:
     )
     paired = sum(row["default"]["run"] == row["variant"]["run"] and bool(row["default"]["run"][0]) for row in rows)
     lines.append(
-        f"paired (same source, torch thread count and CPU instruction set, where recorded): {paired} of {len(rows)} cells"
+        "paired (same source, torch thread count and CPU instruction set, where recorded): "
+        f"{paired} of {len(rows)} cells"
         + ("" if paired == len(rows) else "; the others differ by training noise as well (see --default)")
     )
     return "\n".join(lines)

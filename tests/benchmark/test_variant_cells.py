@@ -44,7 +44,9 @@ def test_variant_next_to_default_and_undefended(tmp_path, write_cell):
     assert lines[7].startswith("variant - default quality ratio: mean +2.5 points [")
     assert lines[7].endswith("higher in 1, lower in 1 of 2")
     # badnet ran on the same revision and thread count as its default cell, sig on 2 threads against 1
-    assert lines[8].startswith("paired (same source, torch thread count and CPU instruction set, where recorded): 1 of 2 cells;")
+    assert lines[8].startswith(
+        "paired (same source, torch thread count and CPU instruction set, where recorded): 1 of 2 cells;"
+    )
     low, high = script.interval([10.0, -5.0])
     assert -5.0 <= low <= 2.5 <= high <= 10.0
 
@@ -62,7 +64,9 @@ def test_cells_of_two_revisions_pair_when_their_source_hashes_match(tmp_path, wr
     write_cell(variant, "sig", "pcr", 0, 0.0, 500.0, found, revision="bbb", source="s2")
     script = _script()
     lines = script.report(script.compare(base, variant)).splitlines()
-    assert lines[-1].startswith("paired (same source, torch thread count and CPU instruction set, where recorded): 1 of 2 cells;")
+    assert lines[-1].startswith(
+        "paired (same source, torch thread count and CPU instruction set, where recorded): 1 of 2 cells;"
+    )
 
 
 def test_cells_of_one_source_and_thread_count_on_two_instruction_sets_do_not_pair(tmp_path, write_cell):
