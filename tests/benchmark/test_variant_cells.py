@@ -20,16 +20,25 @@ def _script():
     return module
 
 
+FOUND = {"flagged": 100, "poisoned": 100, "precision": 1.0, "recall": 1.0}  # every poisoned sample, nothing else
+ONE_OF_TWO_PAIRED = "paired (same source, torch thread count and CPU instruction set, where recorded): 1 of 2 cells;"
+
+
+def _paired_line(base, variant) -> str:
+    """The last line of variant_cells' report on ``base`` and ``variant``: how many pairs share their floats."""
+    script = _script()
+    return script.report(script.compare(base, variant)).splitlines()[-1]
+
+
 def test_variant_next_to_default_and_undefended(tmp_path, write_cell):
     base, variant = tmp_path / "base", tmp_path / "variant"
-    found = {"flagged": 100, "poisoned": 100, "precision": 1.0, "recall": 1.0}
     write_cell(base, "badnet", "none", 0, 1.0, 500.0)
-    write_cell(base, "badnet", "pcr", 0, 0.0, 450.0, found)  # 90 %
+    write_cell(base, "badnet", "pcr", 0, 0.0, 450.0, FOUND)  # 90 %
     write_cell(base, "sig", "none", 0, 1.0, 400.0)
-    write_cell(base, "sig", "pcr", 0, 0.0, 400.0, found)  # 100 %
-    write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, found)  # 100 %: +10 points
-    write_cell(variant, "sig", "pcr", 0, 0.5, 380.0, found, threads=2)  # 95 %: -5 points, ASR 50 %; 2 threads
-    write_cell(variant, "blended", "pcr", 0, 0.0, 300.0, found)  # no twin in base: left out
+    write_cell(base, "sig", "pcr", 0, 0.0, 400.0, FOUND)  # 100 %
+    write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, FOUND)  # 100 %: +10 points
+    write_cell(variant, "sig", "pcr", 0, 0.5, 380.0, FOUND, threads=2)  # 95 %: -5 points, ASR 50 %; 2 threads
+    write_cell(variant, "blended", "pcr", 0, 0.0, 300.0, FOUND)  # no twin in base: left out
     script = _script()
     rows = script.compare(base, variant)
     assert [row["key"][3] for row in rows] == ["badnet", "sig"]
@@ -44,43 +53,31 @@ def test_variant_next_to_default_and_undefended(tmp_path, write_cell):
     assert lines[7].startswith("variant - default quality ratio: mean +2.5 points [")
     assert lines[7].endswith("higher in 1, lower in 1 of 2")
     # badnet ran on the same revision and thread count as its default cell, sig on 2 threads against 1
-    assert lines[8].startswith(
-        "paired (same source, torch thread count and CPU instruction set, where recorded): 1 of 2 cells;"
-    )
+    assert lines[8].startswith(ONE_OF_TWO_PAIRED)
     low, high = script.interval([10.0, -5.0])
     assert -5.0 <= low <= 2.5 <= high <= 10.0
 
 
 def test_cells_of_two_revisions_pair_when_their_source_hashes_match(tmp_path, write_cell):
     base, variant = tmp_path / "base", tmp_path / "variant"
-    found = {"flagged": 100, "poisoned": 100, "precision": 1.0, "recall": 1.0}
     for attack in ("badnet", "sig"):
         write_cell(base, attack, "none", 0, 1.0, 500.0)
     # default cells at revision aaa, variant cells at bbb (a docs-only commit later): badnet's source is
     # the same, sig's variant ran on other source
-    write_cell(base, "badnet", "pcr", 0, 0.0, 500.0, found, revision="aaa", source="s1")
-    write_cell(base, "sig", "pcr", 0, 0.0, 500.0, found, revision="aaa", source="s1")
-    write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, found, revision="bbb", source="s1")
-    write_cell(variant, "sig", "pcr", 0, 0.0, 500.0, found, revision="bbb", source="s2")
-    script = _script()
-    lines = script.report(script.compare(base, variant)).splitlines()
-    assert lines[-1].startswith(
-        "paired (same source, torch thread count and CPU instruction set, where recorded): 1 of 2 cells;"
-    )
+    write_cell(base, "badnet", "pcr", 0, 0.0, 500.0, FOUND, revision="aaa", source="s1")
+    write_cell(base, "sig", "pcr", 0, 0.0, 500.0, FOUND, revision="aaa", source="s1")
+    write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, FOUND, revision="bbb", source="s1")
+    write_cell(variant, "sig", "pcr", 0, 0.0, 500.0, FOUND, revision="bbb", source="s2")
+    assert _paired_line(base, variant).startswith(ONE_OF_TWO_PAIRED)
 
 
 def test_cells_of_one_source_and_thread_count_on_two_instruction_sets_do_not_pair(tmp_path, write_cell):
     # The same source on one thread gave CIDEr 484.2 on one machine and 505.4 on an AVX2 one
-    # (llava badnet captions, pcr, seed 0; docs/results/README.md): kernels differ by instruction set.
+    # (llava badnet captions, pcr, seed 0; docs/results/experiments/machine-check/).
     base, variant = tmp_path / "base", tmp_path / "variant"
-    found = {"flagged": 100, "poisoned": 100, "precision": 1.0, "recall": 1.0}
     for attack in ("badnet", "sig"):
         write_cell(base, attack, "none", 0, 1.0, 500.0)
-        write_cell(base, attack, "pcr", 0, 0.0, 500.0, found, source="s1", cpu="AVX2")
-    write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, found, source="s1", cpu="AVX2")
-    write_cell(variant, "sig", "pcr", 0, 0.0, 500.0, found, source="s1", cpu="AVX512")
-    script = _script()
-    lines = script.report(script.compare(base, variant)).splitlines()
-    assert lines[-1].startswith(
-        "paired (same source, torch thread count and CPU instruction set, where recorded): 1 of 2 cells;"
-    )
+        write_cell(base, attack, "pcr", 0, 0.0, 500.0, FOUND, source="s1", cpu="AVX2")
+    write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, FOUND, source="s1", cpu="AVX2")
+    write_cell(variant, "sig", "pcr", 0, 0.0, 500.0, FOUND, source="s1", cpu="AVX512")
+    assert _paired_line(base, variant).startswith(ONE_OF_TWO_PAIRED)
