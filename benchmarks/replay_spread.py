@@ -2,7 +2,7 @@
 
 Each epoch end of pcr adds flags by score (``outlier_indices``), then by spread (``spread_indices``;
 recorded since 3236914). Given the same flags, training is the same, so a run under another
-``response_share``, ``run_prevalence``, ``shared_words`` or ``spread_within_tasks`` is identical to the
+``response_share``, ``run_prevalence``, ``shared_words``, ``spread_within_tasks`` or ``spread_significance`` is identical to the
 recorded one exactly when the other rule spreads to the same samples at every epoch end; at the first
 epoch where it does not, the runs part, and what follows is not known without training again. A run trained before the
 record named its indices can still be cleared of a LOWER ``response_share``, by a bound: flags are
@@ -13,13 +13,16 @@ flagged (or at all, for a run never spread), the run cannot change. Reads no poi
     python benchmarks/replay_spread.py RESULTS/runs/CELL --option response_share=0.2 [--option ...]
     python benchmarks/replay_spread.py RESULTS --option response_share=0.2   # every pcr run in RESULTS
     python benchmarks/replay_spread.py RESULTS --option spread_within_tasks=true
+    python benchmarks/replay_spread.py docs/results --option spread_significance=12   # its cells/*.json
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +30,34 @@ import numpy as np
 from vlshield.data.manifest import read_manifest
 from vlshield.defenses.detection import spread_flags, word_runs
 from vlshield.defenses.pcr import PCRConfig
+from vlshield.poisoning import PoisonConfig, poison_dataset
+
+REPLAYED = ("response_share", "run_prevalence", "shared_words", "spread_within_tasks", "spread_significance")
 
 
-def replay(run: Path, changes: dict[str, float]) -> str:
-    """'same' or where the spread under ``changes`` first differs from the record of ``run``."""
-    config = json.loads((run / "config.json").read_text())
-    summary = json.loads((run / "train_summary.json").read_text())["defense"]
-    recorded = PCRConfig(**config["run"]["defense_options"])
+def load_record(path: Path, cache: Path) -> tuple[dict, dict, list]:
+    """A pcr run's defense options, its defense summary and its training samples. ``path`` is a run
+    directory, or a result cell (``cells/*.json``, which keeps no data): its poisoned data is made again
+    from the cell's poison config (byte-identical) under ``cache``."""
+    if path.is_dir():
+        config = json.loads((path / "config.json").read_text())
+        summary = json.loads((path / "train_summary.json").read_text())["defense"]
+        data = Path(config["run"]["data"])
+    else:
+        cell = json.loads(path.read_text())
+        config, summary = cell["config"], cell["train"]["defense"]
+        poison = config["poison"]
+        data = cache / hashlib.sha256(json.dumps(poison, sort_keys=True).encode()).hexdigest()[:16]
+        if not data.exists():
+            poison_dataset(PoisonConfig(**poison), data, progress=False)
+    return config["run"]["defense_options"], summary, read_manifest(data / "train.jsonl")
+
+
+def replay(path: Path, changes: dict[str, float], cache: Path) -> str:
+    """'same' or where the spread under ``changes`` first differs from the record of ``path``."""
+    options, summary, samples = load_record(path, cache)
+    recorded = PCRConfig(**options)
     other = dataclasses.replace(recorded, **changes)
-    samples = read_manifest(Path(config["run"]["data"]) / "train.jsonl")
     responses = [sample.response for sample in samples]
     groups = np.array([sample.task for sample in samples]) if other.spread_within_tasks else None
     if any("outlier_indices" not in record for record in summary["detections"]):
@@ -43,6 +65,7 @@ def replay(run: Path, changes: dict[str, float]) -> str:
             other.shared_words == recorded.shared_words
             and other.run_prevalence == recorded.run_prevalence
             and other.spread_within_tasks == recorded.spread_within_tasks
+            and other.spread_significance == recorded.spread_significance
         )
         if not same_rest or other.response_share > recorded.response_share:
             return "no indices in its record (trained before 3236914): only a lower response_share is bounded"
@@ -51,7 +74,9 @@ def replay(run: Path, changes: dict[str, float]) -> str:
     flagged = np.zeros(len(responses), dtype=bool)
     for record in summary["detections"]:
         flagged[record["outlier_indices"]] = True
-        spread = spread_flags(flagged, carriers, runs, other.response_share, other.run_prevalence, groups)
+        spread = spread_flags(
+            flagged, carriers, runs, other.response_share, other.run_prevalence, groups, other.spread_significance
+        )
         spread &= ~flagged
         expected = np.zeros_like(flagged)
         expected[record["spread_indices"]] = True
@@ -91,24 +116,31 @@ def bound(summary: dict, responses: list[str], recorded: PCRConfig, share: float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", type=Path, help="a pcr run directory, or a benchmark's --out directory")
+    parser.add_argument(
+        "path", type=Path, help="a pcr run directory or result cell, or a benchmark's --out directory or docs/results"
+    )
+    parser.add_argument(
+        "--data-cache", type=Path, help="where cells' poisoned data is made again (default: a temporary directory)"
+    )
     parser.add_argument("--option", action="append", default=[], help="KEY=VALUE of the spread rule to replay")
     args = parser.parse_args()
     changes = {}
     for option in args.option:
         key, _, value = option.partition("=")
-        if key not in ("response_share", "run_prevalence", "shared_words", "spread_within_tasks"):
-            parser.error(
-                f"--option {option}: only response_share, run_prevalence, shared_words and spread_within_tasks replay"
-            )
+        if key not in REPLAYED:
+            parser.error(f"--option {option}: only {', '.join(REPLAYED)} replay")
         if key == "spread_within_tasks" and value not in ("true", "false"):
             parser.error(f"--option {option}: spread_within_tasks is true or false")
         converters = {"shared_words": int, "spread_within_tasks": lambda text: text == "true"}
         changes[key] = converters.get(key, float)(value)
-    runs = [args.path] if (args.path / "train_summary.json").exists() else sorted(args.path.glob("runs/*--pcr--*"))
-    for run in runs:
-        if (run / "train_summary.json").exists():
-            print(f"{run.name}: {replay(run, changes)}")
+    if args.path.is_file() or (args.path / "train_summary.json").exists():
+        records = [args.path]
+    else:
+        runs = [run for run in sorted(args.path.glob("runs/*--pcr--*")) if (run / "train_summary.json").exists()]
+        records = runs or sorted(args.path.glob("cells/*--pcr--*.json"))
+    with tempfile.TemporaryDirectory() as tmp:
+        for record in records:
+            print(f"{record.name.removesuffix('.json')}: {replay(record, changes, args.data_cache or Path(tmp))}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ target's words."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -131,6 +133,34 @@ def held_runs(response: str, words: int) -> list[str]:
     return list(dict.fromkeys(held))
 
 
+def hypergeometric_tail(hits: int, population: int, marked: int, draws: int) -> float:
+    """-log10 of P(X >= ``hits``) for X ~ Hypergeometric: ``draws`` taken from ``population`` of which
+    ``marked`` are marked. How unlikely so many of a run's carriers are flagged if flags fell on samples
+    regardless of their words.
+
+    >>> round(hypergeometric_tail(2, 4, 2, 2), 4)  # both marked drawn: 1 / C(4, 2) = 1/6
+    0.7782
+    >>> hypergeometric_tail(0, 10, 3, 4)
+    0.0
+    """
+    if hits <= 0:
+        return 0.0
+
+    def log_choose(a: int, b: int) -> float:
+        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+
+    top = min(marked, draws)
+    if hits > top:
+        return math.inf
+    terms = [
+        log_choose(marked, j) + log_choose(population - marked, draws - j) - log_choose(population, draws)
+        for j in range(hits, top + 1)
+        if draws - j <= population - marked
+    ]
+    peak = max(terms)
+    return -(peak + math.log(sum(math.exp(term - peak) for term in terms))) / math.log(10)
+
+
 def spread_flags(
     flagged: np.ndarray,
     carriers: np.ndarray,
@@ -138,12 +168,16 @@ def spread_flags(
     share: float,
     prevalence: float,
     groups: np.ndarray | None = None,
+    significance: float = 0.0,
 ) -> np.ndarray:
     """[n] bool: the samples holding a word run (pairs ``carriers``/``runs`` from ``word_runs``) that
     ``flagged`` samples make up at least ``share`` of the carriers of, two or more, and that at least
     ``prevalence`` of all flagged samples hold; already flagged samples included. With ``groups`` ([n]
     labels, e.g. each sample's task), a run also spreads when its flagged carriers make up ``share`` of
-    its carriers within one group (two or more there): to all its carriers, in every group.
+    its carriers within one group (two or more there): to all its carriers, in every group. With
+    ``significance`` > 0, a run also spreads when so many of its carriers are flagged (two or more) that
+    flags falling regardless of words would flag that many with probability at most
+    10 ** -``significance`` (``hypergeometric_tail``): a few flags that all hold one run of many carriers.
 
     >>> responses = ["a photo of the banana x", "the banana, a photo of the", "so a photo of the banana", "a b"]
     >>> spread_flags(np.array([True, True, False, False]), *word_runs(responses, 4), 0.5, 0.2).tolist()
@@ -168,5 +202,11 @@ def spread_flags(
         within = (flagged_in >= 2) & (flagged_in >= share * held_in)
         spread[np.unique(runs[within[pair]])] = True
     spread &= flagged_held >= prevalence * flagged.sum()
+    if significance > 0:
+        total, marked = len(flagged), int(flagged.sum())
+        candidates = (flagged_held >= max(2, prevalence * marked)) & (flagged_held < held) & ~spread
+        for run in np.flatnonzero(candidates):
+            tail = hypergeometric_tail(int(flagged_held[run]), total, marked, int(held[run]))
+            spread[run] = tail >= significance
     found[carriers[spread[runs]]] = True
     return found

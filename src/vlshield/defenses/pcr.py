@@ -332,7 +332,13 @@ class PCRDefense:
         config = self.config
         groups = self.groups if config.spread_within_tasks else None
         return spread_flags(
-            self.flagged, self.carriers, self.runs, config.response_share, config.run_prevalence, groups
+            self.flagged,
+            self.carriers,
+            self.runs,
+            config.response_share,
+            config.run_prevalence,
+            groups,
+            config.spread_significance,
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -95,6 +95,15 @@ class PCRConfig:
         "backdoor stayed (74 %; 0.0 % with this on). Off until every VQA cell has run with it: on five VQA runs "
         "it moved accuracy -8.0 to +11.0 points against default pcr (mean +0.5) (full).",
     )
+    spread_significance: float = field(
+        0.0,
+        help="Also spread along a run so many of whose carriers are flagged (two at least, and run_prevalence of "
+        "the flags) that flags falling regardless of words would flag that many with probability at most "
+        "10 ** -this (hypergeometric tail): a few flags, all holding one run of many carriers. qwen2_5_vl:tiny "
+        "trojvlm VQA seed 2 flagged 13 answers, all poisoned, all holding the target's words (200 carriers): "
+        "6.5 %, under response_share, p = 1e-17; clean runs reached p = 1e-7.8 (5 of 51; docs/results/"
+        "experiments/spread-significance/) (full; 0: off).",
+    )
     shared_words: int = field(
         4,
         help="Length in words of the runs compared by response_share; a shorter response is compared whole "
@@ -157,6 +166,8 @@ class PCRConfig:
                 f"defense.repair_epochs must be >= 0 and defense.repair_lr in [0, 1], "
                 f"got {self.repair_epochs} and {self.repair_lr}"
             )
+        if self.spread_significance < 0:
+            raise ConfigError(f"defense.spread_significance: must be >= 0, got {self.spread_significance}")
         if not 0.0 < self.entropy_floor <= 1.0:
             raise ConfigError(f"defense.entropy_floor: must be in (0, 1], got {self.entropy_floor}")
 
