@@ -2,13 +2,14 @@
 
 Each epoch end of pcr adds flags by score (``outlier_indices``), then by spread (``spread_indices``;
 recorded since 3236914). Given the same flags, training is the same, so a run under another
-``response_share``, ``run_prevalence``, ``shared_words``, ``spread_within_tasks`` or ``spread_significance`` is identical to the
-recorded one exactly when the other rule spreads to the same samples at every epoch end; at the first
+``response_share``, ``run_prevalence``, ``shared_words``, ``spread_within_tasks`` or ``spread_significance`` is
+identical to the recorded one exactly when the other rule spreads to the same samples at every epoch end; at the first
 epoch where it does not, the runs part, and what follows is not known without training again. A run trained before the
-record named its indices can still be cleared of a LOWER ``response_share``, by a bound: flags are
-sticky, so at each epoch end no more of a run's carriers were flagged than the final flags hold, or
-than were flagged in all; if that cannot reach the lower share before the run's carriers were all
-flagged (or at all, for a run never spread), the run cannot change. Reads no poison flag::
+record named its indices can still be cleared of a LOWER ``response_share`` or of a ``spread_significance``,
+by a bound: flags are sticky, so at each epoch end no more of a run's carriers were flagged than the final
+flags hold, or than were flagged in all; if that many cannot reach the lower share (or the significance)
+before the run's carriers were all flagged (or at all, for a run never spread), the run cannot change (a
+result cell keeps the final flags only when there are few). Reads no poison flag::
 
     python benchmarks/replay_spread.py RESULTS/runs/CELL --option response_share=0.2 [--option ...]
     python benchmarks/replay_spread.py RESULTS --option response_share=0.2   # every pcr run in RESULTS
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from vlshield.data.manifest import read_manifest
-from vlshield.defenses.detection import spread_flags, word_runs
+from vlshield.defenses.detection import hypergeometric_tail, spread_flags, word_runs
 from vlshield.defenses.pcr import PCRConfig
 from vlshield.poisoning import PoisonConfig, poison_dataset
 
@@ -65,11 +66,16 @@ def replay(path: Path, changes: dict[str, float], cache: Path) -> str:
             other.shared_words == recorded.shared_words
             and other.run_prevalence == recorded.run_prevalence
             and other.spread_within_tasks == recorded.spread_within_tasks
-            and other.spread_significance == recorded.spread_significance
+            and recorded.spread_significance in (0, other.spread_significance)
         )
         if not same_rest or other.response_share > recorded.response_share:
-            return "no indices in its record (trained before 3236914): only a lower response_share is bounded"
-        return bound(summary, responses, recorded, other.response_share)
+            return (
+                "no indices in its record (trained before 3236914): only a lower response_share or a "
+                "spread_significance is bounded"
+            )
+        if "flagged_indices" not in summary:
+            return "no indices in its record (trained before 3236914) and no final flags in the cell: not bounded"
+        return bound(summary, responses, recorded, other)
     carriers, runs = word_runs(responses, other.shared_words)
     flagged = np.zeros(len(responses), dtype=bool)
     for record in summary["detections"]:
@@ -90,18 +96,31 @@ def replay(path: Path, changes: dict[str, float], cache: Path) -> str:
     return f"same at every epoch end ({int(flagged.sum())} flags): the run would not change"
 
 
-def bound(summary: dict, responses: list[str], recorded: PCRConfig, share: float) -> str:
-    """Whether a run recorded without indices could change under the lower ``share`` (see the module doc)."""
+def bound(summary: dict, responses: list[str], recorded: PCRConfig, other: PCRConfig) -> str:
+    """Whether a run recorded without indices could change under ``other``'s lower ``response_share`` or
+    its ``spread_significance`` (see the module doc): both spread wherever the recorded rule did, and more."""
     carriers, runs = word_runs(responses, recorded.shared_words)
     final = np.zeros(len(responses), dtype=bool)
     final[summary["flagged_indices"]] = True
     held = np.bincount(runs)
     held_final = np.bincount(runs, weights=final[carriers], minlength=len(held))
+
+    def spreads(most: float, flags: int, run: int) -> bool:
+        """Whether ``other`` could spread ``run`` with at most ``most`` of its carriers among ``flags`` flagged."""
+        most = min(int(most), int(held[run]) - 1)  # a run spreads only while some carrier is not flagged
+        if most < max(2, other.run_prevalence * flags):
+            return False
+        if most >= other.response_share * held[run]:
+            return True
+        significance = other.spread_significance
+        return significance > 0 and hypergeometric_tail(most, len(responses), flags, int(held[run])) >= significance
+
     # Flags at each spread check (before that epoch's spread), and the epochs that spread.
     checks = [(record["epoch"], record["flagged"] - record["shared_response"]) for record in summary["detections"]]
     spread_epochs = [record["epoch"] for record in summary["detections"] if record["shared_response"] > 0]
-    for run in np.flatnonzero((held_final >= 2) & (held_final >= share * held)):
-        if held_final[run] < held[run] and held_final[run] < recorded.response_share * held[run]:
+    for run in np.flatnonzero(held_final >= 2):
+        short = held_final[run] < held[run] and held_final[run] < recorded.response_share * held[run]
+        if short and spreads(held_final[run], int(final.sum()), run):
             return f"may change: a run of {held[run]} carriers ends with {int(held_final[run])} flagged"
         # Up to when a run flagged whole at the end may have been short of some carriers: the last spread.
         horizon = spread_epochs[-1] if spread_epochs and held_final[run] == held[run] else None
@@ -109,7 +128,7 @@ def bound(summary: dict, responses: list[str], recorded: PCRConfig, share: float
             if horizon is not None and epoch >= horizon:
                 break
             most = min(flagged, held_final[run])
-            if most >= max(2, share * held[run], recorded.run_prevalence * flagged) and most < held[run]:
+            if spreads(most, flagged, run):
                 return f"may change: at epoch {epoch} up to {int(most)} of a run's {held[run]} carriers were flagged"
     return f"cannot change (bound; {int(final.sum())} flags)"
 

@@ -1,9 +1,11 @@
 """pcr's epoch-end detection on hand-set scores: outliers within each task, the absolute bar, settling."""
 
+import math
+
 import numpy as np
 
 from vlshield.defenses.base import DefenseContext
-from vlshield.defenses.detection import spread_flags, word_runs
+from vlshield.defenses.detection import hypergeometric_tail, spread_flags, word_runs
 from vlshield.defenses.pcr import PCRConfig, PCRDefense
 
 
@@ -320,6 +322,36 @@ def test_spread_within_tasks_reads_the_share_in_each_task():
     within._detect(5)
     # the answers' share spreads the flag to every carrier, the descriptions' included
     assert np.flatnonzero(within.flagged).tolist() == list(range(300, 397)) + list(range(697, 800))
+
+
+def test_hypergeometric_tail_is_the_probability_of_so_many_flagged_carriers_by_chance():
+    # 4 samples, 2 flagged, a run of 2 carriers: both flagged with probability 1 / C(4, 2) = 1/6.
+    assert abs(hypergeometric_tail(2, 4, 2, 2) - math.log10(6)) < 1e-12
+    # 10 samples, 3 flagged, 4 carriers: at least one flagged is 1 - C(7, 4) / C(10, 4) = 1 - 35/210.
+    assert abs(hypergeometric_tail(1, 10, 3, 4) + math.log10(175 / 210)) < 1e-12
+    assert hypergeometric_tail(0, 10, 3, 4) == 0.0
+    assert hypergeometric_tail(4, 10, 3, 4) == math.inf  # more flagged carriers than flags: impossible
+
+
+def test_spread_significance_spreads_a_few_flags_that_all_hold_one_run_of_many_carriers():
+    # qwen2_5_vl:tiny trojvlm VQA seed 2: the scores found 13 of the target's 200 carriers, all poisoned
+    # (6.5 %, under the 15 % share), and the backdoor stayed. Beside them here, 5 of the 51 clean captions
+    # holding "a small purple diamond" are outliers too, as in blip2:tiny VQA badnet seed 2 (the clean
+    # run of the most improbable share measured, p = 1e-7.8). 18 flags among 4,051 samples:
+    # 13 of 200 has p = 1e-13.3 if flags fell regardless of words, 5 of 51 has p = 1e-5.7.
+    responses = [f"caption {i} of its own" for i in range(3800)]
+    responses += [f"a small purple diamond c{i}" for i in range(51)]
+    responses += [f"a photo of the banana p{i}" for i in range(200)]
+    scores = np.array(_bulk(np.random.default_rng(13), len(responses), -0.5))
+    found = list(range(3800, 3805)) + list(range(3851, 3864))
+    scores[found] = -5.0
+    default = _defense(scores, responses=responses)
+    default._detect(5)
+    assert np.flatnonzero(default.flagged).tolist() == found
+    significant = _defense(scores, responses=responses, spread_significance=12)
+    significant._detect(5)
+    assert np.flatnonzero(significant.flagged).tolist() == list(range(3800, 3805)) + list(range(3851, 4051))
+    assert significant.history[0]["spread_indices"] == list(range(3864, 4051))
 
 
 def test_score_every_scores_and_detects_in_every_kth_epoch_counted_back_from_the_schedules_last():
