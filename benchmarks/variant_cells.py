@@ -1,7 +1,7 @@
 """A pcr variant's cells next to default pcr's and the undefended model's, cell by cell.
 
     python benchmarks/variant_cells.py docs/results docs/results/experiments/no-entropy-vqa \
-        [--default docs/results/experiments/no-entropy-vqa/default]
+        [--default docs/results/experiments/no-entropy-vqa/default] [--undefended DIR ...]
 
 BASE holds the default ``pcr`` cells and their undefended (``none``) twins; VARIANT is another
 ``vlshield benchmark --out`` directory whose ``pcr`` cells ran with other ``defense_options`` (an
@@ -17,7 +17,8 @@ the same vlshield source (the hash each cell records; the revision for older cel
 count and CPU instruction set (``cpu_capability``), so that both train alike up to the first step the
 variant changes. Cells run on other source, thread count or CPU train apart from the first step, and
 their difference holds the whole run-to-run spread. ``--default DIR`` takes the default pcr cells
-from a rerun next to the variant's (same source, same ``--workers``, same machine) instead of BASE's;
+from a rerun next to the variant's (same source, same ``--workers``, same machine) instead of BASE's,
+and ``--undefended DIR ...`` the undefended twins where those dirs hold one (several dirs each, pooled);
 the last line says how many pairs share all three (cells record the thread count since 938db01 and
 the instruction set since 0d8e533; a pair of cells that both predate a record counts as sharing it).
 """
@@ -34,23 +35,28 @@ from pcr_cells import _defended, _flagged, _name, pairs_of  # benchmarks/ is on 
 from vlshield.benchmark.report import INSTALLED_ASR, load_results
 
 
-def compare(base: str | Path, variant: str | Path, default: str | Path | None = None) -> list[dict]:
+def compare(
+    base: str | Path, variant: str | Path, default: str | Path | list | None = None, undefended: list | None = None
+) -> list[dict]:
     """Rows (key, none, pcr, variant) for every variant pcr cell with both twins in ``base`` (its pcr
-    twin from ``default`` if given)."""
-    defaults = {pair["key"]: pair for pair in _variant_pairs(base, default or base)}
+    twin from ``default`` if given, its undefended twin from ``undefended`` where that has one; each of
+    them one directory or several, pooled, a later one's cell replacing an earlier one's)."""
+    bases = [base, *(undefended or [])]
+    defaults = [default] if isinstance(default, str | Path) else default or [base]
+    defaults = {pair["key"]: pair for pair in _variant_pairs(bases, defaults)}
     rows = []
-    for pair in _variant_pairs(base, variant):
+    for pair in _variant_pairs(bases, [variant]):
         twin = defaults.get(pair["key"])
         if twin is not None:
             rows.append({"key": pair["key"], "default": twin, "variant": pair})
     return rows
 
 
-def _variant_pairs(base: str | Path, variant: str | Path) -> list[dict]:
-    """The pcr cells of ``variant`` (a variant's, or default ones), each with its undefended twin read from
-    ``base``."""
-    undefended = [record for record in load_results(base) if record["cell"]["defense"] == "none"]
-    defended = [record for record in load_results(variant) if record["cell"]["defense"] == "pcr"]
+def _variant_pairs(bases: list, variants: list) -> list[dict]:
+    """The pcr cells of ``variants`` (a variant's, or default ones), each with its undefended twin read from
+    ``bases`` (directories pooled in order)."""
+    undefended = [record for base in bases for record in load_results(base) if record["cell"]["defense"] == "none"]
+    defended = [record for one in variants for record in load_results(one) if record["cell"]["defense"] == "pcr"]
     return pairs_of(undefended + defended)
 
 
@@ -108,9 +114,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("base", help="Results with the default pcr cells and the undefended ones (docs/results).")
     parser.add_argument("variant", help="Results of the variant's pcr cells (an experiment's --out).")
-    parser.add_argument("--default", help="Default pcr cells rerun next to the variant's (instead of BASE's).")
+    parser.add_argument(
+        "--default", nargs="+", help="Default pcr cells rerun next to the variant's (instead of BASE's; pooled)."
+    )
+    parser.add_argument(
+        "--undefended", nargs="+", default=[], help="Undefended cells rerun next to them (pooled after BASE's)."
+    )
     args = parser.parse_args()
-    rows = compare(args.base, args.variant, args.default)
+    rows = compare(args.base, args.variant, args.default, args.undefended)
     if not rows:
         raise SystemExit(f"no pcr cell of {args.variant} has both a pcr and a none twin in {args.base}")
     print(report(rows))

@@ -81,3 +81,23 @@ def test_cells_of_one_source_and_thread_count_on_two_instruction_sets_do_not_pai
     write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, FOUND, source="s1", cpu="AVX2")
     write_cell(variant, "sig", "pcr", 0, 0.0, 500.0, FOUND, source="s1", cpu="AVX512")
     assert _paired_line(base, variant).startswith(ONE_OF_TWO_PAIRED)
+
+
+def test_twins_rerun_elsewhere_are_pooled(tmp_path, write_cell):
+    # The undefended and default pcr twins of a variant cell rerun on the variant's machine, in two
+    # directories each: the later directory's cell replaces BASE's, and a twin found in any is used.
+    base, variant = tmp_path / "base", tmp_path / "variant"
+    reruns = [tmp_path / "none-a", tmp_path / "none-b"]
+    defaults = [tmp_path / "pcr-a", tmp_path / "pcr-b"]
+    write_cell(base, "badnet", "none", 0, 1.0, 500.0)  # another machine's: replaced by none-a's
+    write_cell(reruns[0], "badnet", "none", 0, 1.0, 400.0)
+    write_cell(reruns[1], "sig", "none", 0, 1.0, 300.0)  # in no BASE
+    write_cell(defaults[0], "badnet", "pcr", 0, 0.0, 360.0, FOUND)  # 90 % of 400
+    write_cell(defaults[1], "sig", "pcr", 0, 0.0, 300.0, FOUND)  # 100 % of 300
+    write_cell(variant, "badnet", "pcr", 0, 0.0, 400.0, FOUND)  # 100 %
+    write_cell(variant, "sig", "pcr", 0, 0.0, 270.0, FOUND)  # 90 %
+    script = _script()
+    rows = script.compare(base, variant, defaults, reruns)
+    assert [(row["key"][3], row["default"]["none_quality"]) for row in rows] == [("badnet", 400.0), ("sig", 300.0)]
+    assert [row["default"]["ratio"] for row in rows] == [90.0, 100.0]
+    assert [row["variant"]["ratio"] for row in rows] == [100.0, 90.0]
