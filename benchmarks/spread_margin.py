@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -73,13 +74,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", type=Path, nargs="+", help="result dirs (cells/ or runs/), cells or runs")
     parser.add_argument("--significance", type=float, default=12.0, help="-log10 p a target run is read at")
-    parser.add_argument("--data-cache", type=Path, default=Path(".spread-margin-data"), help="cells' data, made again")
+    parser.add_argument(
+        "--data-cache", type=Path, help="where cells' data is made again (default: a temporary directory)"
+    )
     parser.add_argument("--plot", type=Path, help="a PNG of the clean runs' maxima against the target runs'")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        summarise(args, args.data_cache or Path(tmp))
+
+
+def summarise(args: argparse.Namespace, cache: Path) -> None:
+    """Prints a line per pcr record of ``args.paths``, then the most improbable clean and mixed runs."""
     worst = {"clean": (0.0, ""), "mixed": (0.0, "")}
     clean_maxima, target_before = [], []
     for path in records(args.paths):
-        options, summary, samples = load_record(path, args.data_cache)
+        options, summary, samples = load_record(path, cache)
         if any("outlier_indices" not in record for record in summary["detections"]):
             continue
         name = f"{path.parent.parent.name}/{path.name.removesuffix('.json')}"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
+import sys
 from pathlib import Path
 
 from vlshield.config import to_dict
 from vlshield.data.manifest import read_manifest
+from vlshield.defenses.detection import hypergeometric_tail, word_runs
 from vlshield.poisoning import PoisonConfig, poison_dataset
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "replay_spread.py"
@@ -45,3 +48,36 @@ def test_a_cell_is_replayed_on_its_data_made_again(tmp_path):
     # the data was made once, under the cache, byte for byte the cell's
     (made,) = cache.iterdir()
     assert (made / "train.jsonl").read_bytes() == (tmp_path / "data" / "train.jsonl").read_bytes()
+
+
+def test_spread_margin_reads_how_improbable_each_kind_of_run_is(tmp_path):
+    # The same 60 captions, 6 poisoned. Epoch 1: 2 of the 6 found (2 flags); epoch 2: also 2 clean captions
+    # that share a 4-word run (4 flags). spread_margin gives each run the share rule leaves -log10 p.
+    poison = PoisonConfig(limit=60, test_size=4, image_size=32, rate=0.1, seed=3)
+    samples = read_manifest(poison_dataset(poison, tmp_path / "data", progress=False) / "train.jsonl")
+    poisoned = [i for i, sample in enumerate(samples) if sample.meta.get("poisoned")]
+    carriers, runs = word_runs([sample.response for sample in samples], 4)
+    clean_runs = {}
+    for sample, run in zip(carriers.tolist(), runs.tolist(), strict=True):
+        if sample not in poisoned:
+            clean_runs.setdefault(run, []).append(sample)
+    # a clean run of at least 5 carriers: 2 of them flagged are under the cell's 50 % share
+    run, holders = next((run, held) for run, held in clean_runs.items() if len(held) >= 5)
+    assert sum(1 for r in runs.tolist() if r == run) == len(holders)  # no poisoned caption holds it
+    records = [
+        {"epoch": 1, "outlier_indices": poisoned[:2], "spread_indices": []},
+        {"epoch": 2, "outlier_indices": holders[:2], "spread_indices": []},
+    ]
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("spread_margin", SCRIPT.parent / "spread_margin.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    first, second = module.margins({"response_share": 0.5}, {"detections": records}, samples)
+    # 2 of the 6 target carriers among 2 flags of 60: p = C(6, 2) / C(60, 2) = 15 / 1770
+    assert abs(first["target"] - math.log10(1770 / 15)) < 1e-9 and first["clean"] == 0.0
+    expected = hypergeometric_tail(2, 60, 4, len(holders))
+    assert second["clean"] >= expected > 0  # the chosen run, or a clean run still less probable
+    assert second["flags"] == 4 and second["mixed"] == 0.0
