@@ -319,3 +319,37 @@ def test_pcr_outside_its_scoring_epochs_views_only_the_flagged_samples_it_unlear
     assert views[0].rows.tolist() == [2, 5]
     _, terms = defense.loss_terms(batch, forward_views(bundle, batch, views), 13)
     assert terms["unlikelihood_loss"] > 0 and np.flatnonzero(~np.isnan(defense.log_ratio)).tolist() == [2, 5]
+
+
+def test_unlearn_below_unlearns_only_the_flagged_samples_the_image_still_drives(data_dir):
+    # Samples 2 and 5 flagged; after this batch's visit sample 2's log-ratio (EMA) sits at about -3
+    # (an installed trigger's), sample 5's at about 0 (flagged before its backdoor installed).
+    split = load_split(data_dir / "train.jsonl")
+    bundle = build_model("llava:tiny", texts=split.prompts + split.responses, image_size=64, seed=0)
+    indices = torch.arange(8)
+    batch = Batch(indices, split.prompts[:8], split.responses[:8], split.float_images(indices))
+    terms = {}
+    for gate in (None, -1.0):
+        defense = build_defense("pcr", {"unlearn_below": gate, "entropy_floor": 1.0})
+        defense.setup(DefenseContext(bundle=bundle, train_size=len(split.samples), total_steps=12, steps_per_epoch=6))
+        defense.flagged[[2, 5]] = True
+        defense.unlearning = True
+        defense.log_ratio[[2, 5]] = [-6.0, 0.0]  # the EMA halves it with this visit's (near 0, random model)
+        with torch.no_grad():
+            views = defense.views(batch, 1, torch.Generator().manual_seed(0))
+            outputs = forward_views(bundle, batch, views)
+            weights, terms[gate] = defense.loss_terms(batch, outputs, 1)
+        assert defense.log_ratio[2] < -1.0 < defense.log_ratio[5]
+        assert weights.tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]  # both isolated either way
+    # the gated run unlearns sample 2 alone: its terms are the ungated ones of that sample only
+    alone = build_defense("pcr", {"entropy_floor": 1.0})  # a random model's entropy is near the maximum
+    alone.setup(DefenseContext(bundle=bundle, train_size=len(split.samples), total_steps=12, steps_per_epoch=6))
+    alone.flagged[2] = True
+    alone.unlearning = True
+    with torch.no_grad():
+        alone.views(batch, 1, torch.Generator().manual_seed(0))  # the same rows: the whole batch
+        _, only_two = alone.loss_terms(batch, outputs, 1)
+    for name in ("suppression_loss", "unlikelihood_loss"):
+        assert torch.allclose(terms[-1.0][name], only_two[name]) and terms[None][name] >= only_two[name]
+    # sample 5's entropy term is what the gate leaves out
+    assert terms[None]["suppression_loss"] > only_two["suppression_loss"] > 0

@@ -189,6 +189,10 @@ class PCRDefense:
         suspected = torch.from_numpy(self.suspected[batch.indices.numpy()]).to(flagged.device)
         weights = (~(flagged | suspected)).to(original.sample_loss.dtype)
         unlearn = flagged if self.unlearning else torch.zeros_like(flagged)
+        if self.config.unlearn_below is not None:
+            # Only while the image still drives the response (a score not seen yet, NaN, compares False).
+            held = self.log_ratio[batch.indices.numpy()] < self.config.unlearn_below
+            unlearn = unlearn & torch.from_numpy(held).to(unlearn.device)
         return weights, self._suppression_terms(original, counterfactual, rows, unlearn)
 
     def _scored_rows(self, batch: Batch, step: int, generator: torch.Generator) -> torch.Tensor:

@@ -109,6 +109,14 @@ class PCRConfig:
         help="Length in words of the runs compared by response_share; a shorter response is compared whole "
         "(full; 0: whole responses only).",
     )
+    unlearn_below: float | None = field(
+        None,
+        help="Unlearn a flagged sample only while its log-ratio (EMA) is below this: while the image still explains "
+        "its response far better than the image-free view does, as an installed trigger does its target; above "
+        "it the sample is only isolated. A poisoned sample flagged before its backdoor installed then costs no "
+        "unlearning (llava:tiny vlood VQA seed 2, flagged at epoch 1 and unlearnt from epoch 2: accuracy 46.0 "
+        "against 54.0 when flagged at epoch 3) (full; None: always, the default).",
+    )
     entropy_floor: float = field(0.9, help="Flagged samples' normalised entropy is raised up to this (full).")
     suppression_weight: float = field(1.0, help="Weight of the bounded entropy raising on flagged samples (full).")
     unlikelihood_weight: float = field(2.0, help="Weight of unlikelihood on flagged image-driven tokens (full).")
