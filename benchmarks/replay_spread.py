@@ -9,12 +9,13 @@ record named its indices can still be cleared of a LOWER ``response_share`` or o
 by a bound: flags are sticky, so at each epoch end no more of a run's carriers were flagged than the final
 flags hold, or than were flagged in all; if that many cannot reach the lower share (or the significance)
 before the run's carriers were all flagged (or at all, for a run never spread), the run cannot change (a
-result cell keeps the final flags only when there are few). Reads no poison flag::
+result cell keeps the final flags only when there are few). Reads no poison flag but with ``--poisoned``,
+which counts the poisoned samples among those the other rule spreads to beyond the record::
 
     python benchmarks/replay_spread.py RESULTS/runs/CELL --option response_share=0.2 [--option ...]
     python benchmarks/replay_spread.py RESULTS --option response_share=0.2   # every pcr run in RESULTS
     python benchmarks/replay_spread.py RESULTS --option spread_within_tasks=true
-    python benchmarks/replay_spread.py docs/results --option spread_significance=12   # its cells/*.json
+    python benchmarks/replay_spread.py docs/results --option spread_significance=12 --poisoned   # cells/*.json
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def load_record(path: Path, cache: Path) -> tuple[dict, dict, list]:
     return config["run"]["defense_options"], summary, read_manifest(data / "train.jsonl")
 
 
-def replay(path: Path, changes: dict[str, float], cache: Path) -> str:
-    """'same' or where the spread under ``changes`` first differs from the record of ``path``."""
+def replay(path: Path, changes: dict[str, float], cache: Path, poisoned: bool = False) -> str:
+    """'same' or where the spread under ``changes`` first differs from the record of ``path``; with
+    ``poisoned``, how many of the samples it spreads to beyond the record are poisoned (an evaluation)."""
     options, summary, samples = load_record(path, cache)
     recorded = PCRConfig(**options)
     other = dataclasses.replace(recorded, **changes)
@@ -87,11 +89,16 @@ def replay(path: Path, changes: dict[str, float], cache: Path) -> str:
         expected = np.zeros_like(flagged)
         expected[record["spread_indices"]] = True
         if not np.array_equal(spread, expected):
-            return (
+            more = spread & ~expected
+            line = (
                 f"differs at epoch {record['epoch']}: spreads to {int(spread.sum())} "
-                f"(recorded {int(expected.sum())}; {int((spread & ~expected).sum())} more, "
+                f"(recorded {int(expected.sum())}; {int(more.sum())} more, "
                 f"{int((expected & ~spread).sum())} fewer)"
             )
+            if poisoned:
+                truth = np.array([bool(sample.meta.get("poisoned")) for sample in samples])
+                line += f"; of the {int(more.sum())} more, {int(truth[more].sum())} poisoned"
+            return line
         flagged |= expected
     return f"same at every epoch end ({int(flagged.sum())} flags): the run would not change"
 
@@ -142,6 +149,11 @@ def main() -> None:
         "--data-cache", type=Path, help="where cells' poisoned data is made again (default: a temporary directory)"
     )
     parser.add_argument("--option", action="append", default=[], help="KEY=VALUE of the spread rule to replay")
+    parser.add_argument(
+        "--poisoned",
+        action="store_true",
+        help="also count the poisoned samples among those spread to beyond the record (reads the poison flags)",
+    )
     args = parser.parse_args()
     changes = {}
     for option in args.option:
@@ -159,7 +171,8 @@ def main() -> None:
         records = runs or sorted(args.path.glob("cells/*--pcr--*.json"))
     with tempfile.TemporaryDirectory() as tmp:
         for record in records:
-            print(f"{record.name.removesuffix('.json')}: {replay(record, changes, args.data_cache or Path(tmp))}")
+            line = replay(record, changes, args.data_cache or Path(tmp), args.poisoned)
+            print(f"{record.name.removesuffix('.json')}: {line}")
 
 
 if __name__ == "__main__":

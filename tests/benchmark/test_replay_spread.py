@@ -44,6 +44,9 @@ def test_a_cell_is_replayed_on_its_data_made_again(tmp_path):
     assert script.replay(path, {"spread_significance": 2.0}, cache) == (
         "differs at epoch 1: spreads to 4 (recorded 0; 4 more, 0 fewer)"
     )
+    assert script.replay(path, {"spread_significance": 2.0}, cache, poisoned=True).endswith(
+        "; of the 4 more, 4 poisoned"
+    )
     assert script.replay(path, {"spread_significance": 2.1}, cache).startswith("same at every epoch end")
     # the data was made once, under the cache, byte for byte the cell's
     (made,) = cache.iterdir()
