@@ -115,7 +115,8 @@ class PCRConfig:
         "its response far better than the image-free view does, as an installed trigger does its target; above "
         "it the sample is only isolated. A poisoned sample flagged before its backdoor installed then costs no "
         "unlearning (llava:tiny vlood VQA seed 2, flagged at epoch 1 and unlearnt from epoch 2: accuracy 46.0 "
-        "against 54.0 when flagged at epoch 3) (full; None: always, the default).",
+        "against 54.0 when flagged at epoch 3; 53.5 with -1). Not the default: over five VQA cells it cost 1.6 points "
+        "of accuracy, [-8.5, +6.6] (docs/results/experiments/spread-significance/gated/) (full; None: always).",
     )
     entropy_floor: float = field(0.9, help="Flagged samples' normalised entropy is raised up to this (full).")
     suppression_weight: float = field(1.0, help="Weight of the bounded entropy raising on flagged samples (full).")
