@@ -3,7 +3,9 @@
 import math
 
 import numpy as np
+import pytest
 
+from vlshield.config import ConfigError
 from vlshield.defenses.base import DefenseContext
 from vlshield.defenses.detection import hypergeometric_tail, spread_flags, word_runs
 from vlshield.defenses.pcr import PCRConfig, PCRDefense
@@ -373,3 +375,10 @@ def test_score_every_scores_and_detects_in_every_kth_epoch_counted_back_from_the
     assert every.history == []
     every._detect_once(10)
     assert [record["epoch"] for record in every.history] == [2] and every.flagged.sum() == 30
+
+
+def test_impossible_settings_name_their_key():
+    for key, value in (("spread_significance", -1.0), ("score_every", 0), ("entropy_floor", 0.0)):
+        with pytest.raises(ConfigError, match=f"defense.{key}: must be"):
+            PCRConfig(**{key: value})
+    assert PCRConfig(spread_significance=12.0).spread_significance == 12.0
