@@ -37,22 +37,40 @@ from vlshield.poisoning import PoisonConfig, poison_dataset
 REPLAYED = ("response_share", "run_prevalence", "shared_words", "spread_within_tasks", "spread_significance")
 
 
-def load_record(path: Path, cache: Path) -> tuple[dict, dict, list]:
-    """A pcr run's defense options, its defense summary and its training samples. ``path`` is a run
-    directory, or a result cell (``cells/*.json``, which keeps no data): its poisoned data is made again
-    from the cell's poison config (byte-identical) under ``cache``."""
+def records(path: Path) -> list[Path]:
+    """``path`` if it is one pcr run directory or result cell, else the pcr runs under it, else its pcr cells."""
+    if path.is_file() or (path / "train_summary.json").exists():
+        return [path]
+    runs = [run for run in sorted(path.glob("runs/*--pcr--*")) if (run / "train_summary.json").exists()]
+    return runs or sorted(path.glob("cells/*--pcr--*.json"))
+
+
+def read_record(path: Path) -> tuple[dict, dict]:
+    """A pcr run's config and its defense summary; ``path`` is a run directory or a result cell."""
     if path.is_dir():
         config = json.loads((path / "config.json").read_text())
-        summary = json.loads((path / "train_summary.json").read_text())["defense"]
-        data = Path(config["run"]["data"])
-    else:
-        cell = json.loads(path.read_text())
-        config, summary = cell["config"], cell["train"]["defense"]
-        poison = config["poison"]
-        data = cache / hashlib.sha256(json.dumps(poison, sort_keys=True).encode()).hexdigest()[:16]
-        if not data.exists():
-            poison_dataset(PoisonConfig(**poison), data, progress=False)
-    return config["run"]["defense_options"], summary, read_manifest(data / "train.jsonl")
+        return config, json.loads((path / "train_summary.json").read_text())["defense"]
+    cell = json.loads(path.read_text())
+    return cell["config"], cell["train"]["defense"]
+
+
+def record_samples(path: Path, config: dict, cache: Path) -> list:
+    """The training samples of the run ``read_record`` read at ``path``. A result cell keeps no data: its
+    poisoned data is made again from the cell's poison config (byte-identical) under ``cache``."""
+    if path.is_dir():
+        return read_manifest(Path(config["run"]["data"]) / "train.jsonl")
+    poison = config["poison"]
+    data = cache / hashlib.sha256(json.dumps(poison, sort_keys=True).encode()).hexdigest()[:16]
+    if not data.exists():
+        poison_dataset(PoisonConfig(**poison), data, progress=False)
+    return read_manifest(data / "train.jsonl")
+
+
+def load_record(path: Path, cache: Path) -> tuple[dict, dict, list]:
+    """A pcr run's defense options, its defense summary and its training samples (``read_record``,
+    ``record_samples``)."""
+    config, summary = read_record(path)
+    return config["run"]["defense_options"], summary, record_samples(path, config, cache)
 
 
 def replay(path: Path, changes: dict[str, float], cache: Path, poisoned: bool = False) -> str:
@@ -164,13 +182,8 @@ def main() -> None:
             parser.error(f"--option {option}: spread_within_tasks is true or false")
         converters = {"shared_words": int, "spread_within_tasks": lambda text: text == "true"}
         changes[key] = converters.get(key, float)(value)
-    if args.path.is_file() or (args.path / "train_summary.json").exists():
-        records = [args.path]
-    else:
-        runs = [run for run in sorted(args.path.glob("runs/*--pcr--*")) if (run / "train_summary.json").exists()]
-        records = runs or sorted(args.path.glob("cells/*--pcr--*.json"))
     with tempfile.TemporaryDirectory() as tmp:
-        for record in records:
+        for record in records(args.path):
             line = replay(record, changes, args.data_cache or Path(tmp), args.poisoned)
             print(f"{record.name.removesuffix('.json')}: {line}")
 

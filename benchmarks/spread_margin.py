@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from replay_spread import load_record  # benchmarks/ is on the path when this script runs
+from replay_spread import read_record, record_samples, records  # benchmarks/ is on the path when this script runs
 
 from vlshield.defenses.detection import hypergeometric_tail, word_runs
 from vlshield.defenses.pcr import PCRConfig
@@ -58,18 +58,6 @@ def margins(options: dict, summary: dict, samples: list) -> list[dict]:
     return epochs
 
 
-def records(paths: list[Path]) -> list[Path]:
-    """The pcr run directories, else the pcr result cells, under each of ``paths``."""
-    found = []
-    for path in paths:
-        if path.is_file() or (path / "train_summary.json").exists():
-            found.append(path)
-            continue
-        runs = [run for run in sorted(path.glob("runs/*--pcr--*")) if (run / "train_summary.json").exists()]
-        found += runs or sorted(path.glob("cells/*--pcr--*.json"))
-    return found
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", type=Path, nargs="+", help="result dirs (cells/ or runs/), cells or runs")
@@ -87,10 +75,11 @@ def summarise(args: argparse.Namespace, cache: Path) -> None:
     """Prints a line per pcr record of ``args.paths``, then the most improbable clean and mixed runs."""
     worst = {"clean": (0.0, ""), "mixed": (0.0, "")}
     clean_maxima, target_before = [], []
-    for path in records(args.paths):
-        options, summary, samples = load_record(path, cache)
+    for path in (record for given in args.paths for record in records(given)):
+        config, summary = read_record(path)
         if any("outlier_indices" not in record for record in summary["detections"]):
-            continue
+            continue  # recorded before 3236914: its data is not made again for nothing
+        options, samples = config["run"]["defense_options"], record_samples(path, config, cache)
         name = f"{path.parent.parent.name}/{path.name.removesuffix('.json')}"
         epochs = margins(options, summary, samples)
         line = []

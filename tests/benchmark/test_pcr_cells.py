@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pcr_cells.py"
+import pytest
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("pcr_cells", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def script(benchmark_script):
+    return benchmark_script("pcr_cells")
 
 
-def test_pairs_table_and_counts(tmp_path, write_cell):
+def test_pairs_table_and_counts(tmp_path, write_cell, script):
     missed = {"flagged": 0, "poisoned": 100, "precision": None, "recall": 0.0}
     found = {"flagged": 100, "poisoned": 100, "precision": 1.0, "recall": 1.0}
     write_cell(tmp_path, "badnet", "none", 0, 0.98, 500.0)
@@ -26,7 +21,6 @@ def test_pairs_table_and_counts(tmp_path, write_cell):
     write_cell(tmp_path, "wanet", "none", 0, 0.03, 300.0)  # not installed: in the table, not in the counts
     write_cell(tmp_path, "wanet", "pcr", 0, 0.0, 330.0, missed)
     write_cell(tmp_path, "blended", "pcr", 0, 0.0, 300.0, found)  # no undefended twin: left out
-    script = _script()
     pairs = script.pairs(tmp_path)
     assert [pair["key"][3] for pair in pairs] == ["badnet", "sig", "wanet"]
     table = script.table(pairs).splitlines()
@@ -44,13 +38,12 @@ def test_pairs_table_and_counts(tmp_path, write_cell):
     assert counts[3] == "  quality with pcr 98-100 % of undefended (mean 99 %); below 98 % in 0"
 
 
-def test_cells_pooled_from_two_directories_pair_and_the_later_replaces(tmp_path, write_cell):
+def test_cells_pooled_from_two_directories_pair_and_the_later_replaces(tmp_path, write_cell, script):
     found = {"flagged": 100, "poisoned": 100, "precision": 1.0, "recall": 1.0}
     defended, undefended = tmp_path / "pcr", tmp_path / "none"
     write_cell(defended, "badnet", "pcr", 0, 0.0, 450.0, found)
     write_cell(defended, "badnet", "none", 0, 1.0, 400.0)  # an older undefended run, replaced below
     write_cell(undefended, "badnet", "none", 0, 1.0, 500.0)
-    script = _script()
     (pair,) = script.pairs(defended, undefended)
     assert (pair["none_quality"], pair["quality"], pair["ratio"]) == (500.0, 450.0, 90.0)
     (pair,) = script.pairs(undefended, defended)  # the other order keeps the 400.0 run

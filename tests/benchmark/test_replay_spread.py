@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
+
+import pytest
 
 from vlshield.config import to_dict
 from vlshield.data.manifest import read_manifest
 from vlshield.defenses.detection import hypergeometric_tail, word_runs
 from vlshield.poisoning import PoisonConfig, poison_dataset
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "replay_spread.py"
+
+@pytest.fixture
+def script(benchmark_script):
+    return benchmark_script("replay_spread")
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("replay_spread", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_cell_is_replayed_on_its_data_made_again(tmp_path):
+def test_a_cell_is_replayed_on_its_data_made_again(tmp_path, script):
     # 60 shapes captions, 6 poisoned (badnet: the target in place of the caption). The cell's record:
     # 2 of the 6 found by score at epoch 1, no spread (response_share 0.5 then: 2 of 6 is under it).
     poison = PoisonConfig(limit=60, test_size=4, image_size=32, rate=0.1, seed=3)
@@ -37,7 +32,6 @@ def test_a_cell_is_replayed_on_its_data_made_again(tmp_path):
     }
     path = tmp_path / "llava_tiny--caption--badnet--pcr--0.1--3.json"
     path.write_text(json.dumps(cell))
-    script = _script()
     cache = tmp_path / "cache"
     assert script.replay(path, {}, cache) == "same at every epoch end (2 flags): the run would not change"
     # 2 of the 6 carriers among 2 flags of 60 samples: p = C(6, 2) / C(60, 2) = 15 / 1770, 10 ** -2.07.
@@ -53,7 +47,7 @@ def test_a_cell_is_replayed_on_its_data_made_again(tmp_path):
     assert (made / "train.jsonl").read_bytes() == (tmp_path / "data" / "train.jsonl").read_bytes()
 
 
-def test_spread_margin_reads_how_improbable_each_kind_of_run_is(tmp_path):
+def test_spread_margin_reads_how_improbable_each_kind_of_run_is(tmp_path, benchmark_script):
     # The same 60 captions, 6 poisoned. Epoch 1: 2 of the 6 found (2 flags); epoch 2: also 2 clean captions
     # that share a 4-word run (4 flags). spread_margin gives each run the share rule leaves -log10 p.
     poison = PoisonConfig(limit=60, test_size=4, image_size=32, rate=0.1, seed=3)
@@ -71,13 +65,7 @@ def test_spread_margin_reads_how_improbable_each_kind_of_run_is(tmp_path):
         {"epoch": 1, "outlier_indices": poisoned[:2], "spread_indices": []},
         {"epoch": 2, "outlier_indices": holders[:2], "spread_indices": []},
     ]
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("spread_margin", SCRIPT.parent / "spread_margin.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    module = benchmark_script("spread_margin")
     first, second = module.margins({"response_share": 0.5}, {"detections": records}, samples)
     # 2 of the 6 target carriers among 2 flags of 60: p = C(6, 2) / C(60, 2) = 15 / 1770
     assert abs(first["target"] - math.log10(1770 / 15)) < 1e-9 and first["clean"] == 0.0

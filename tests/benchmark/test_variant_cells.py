@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+import pytest
 
 
-def _script():
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports pcr_cells from beside it
-    try:
-        spec = importlib.util.spec_from_file_location("variant_cells", BENCHMARKS / "variant_cells.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+@pytest.fixture
+def script(benchmark_script):
+    return benchmark_script("variant_cells")
 
 
 FOUND = {"flagged": 100, "poisoned": 100, "precision": 1.0, "recall": 1.0}  # every poisoned sample, nothing else
 ONE_OF_TWO_PAIRED = "paired (same source, torch thread count and CPU instruction set, where recorded): 1 of 2 cells;"
 
 
-def _paired_line(base, variant) -> str:
+def _paired_line(script, base, variant) -> str:
     """The last line of variant_cells' report on ``base`` and ``variant``: how many pairs share their floats."""
-    script = _script()
     return script.report(script.compare(base, variant)).splitlines()[-1]
 
 
-def test_variant_next_to_default_and_undefended(tmp_path, write_cell):
+def test_variant_next_to_default_and_undefended(tmp_path, write_cell, script):
     base, variant = tmp_path / "base", tmp_path / "variant"
     write_cell(base, "badnet", "none", 0, 1.0, 500.0)
     write_cell(base, "badnet", "pcr", 0, 0.0, 450.0, FOUND)  # 90 %
@@ -39,7 +28,6 @@ def test_variant_next_to_default_and_undefended(tmp_path, write_cell):
     write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, FOUND)  # 100 %: +10 points
     write_cell(variant, "sig", "pcr", 0, 0.5, 380.0, FOUND, threads=2)  # 95 %: -5 points, ASR 50 %; 2 threads
     write_cell(variant, "blended", "pcr", 0, 0.0, 300.0, FOUND)  # no twin in base: left out
-    script = _script()
     rows = script.compare(base, variant)
     assert [row["key"][3] for row in rows] == ["badnet", "sig"]
     lines = script.report(rows).splitlines()
@@ -58,7 +46,7 @@ def test_variant_next_to_default_and_undefended(tmp_path, write_cell):
     assert -5.0 <= low <= 2.5 <= high <= 10.0
 
 
-def test_cells_of_two_revisions_pair_when_their_source_hashes_match(tmp_path, write_cell):
+def test_cells_of_two_revisions_pair_when_their_source_hashes_match(tmp_path, write_cell, script):
     base, variant = tmp_path / "base", tmp_path / "variant"
     for attack in ("badnet", "sig"):
         write_cell(base, attack, "none", 0, 1.0, 500.0)
@@ -68,10 +56,10 @@ def test_cells_of_two_revisions_pair_when_their_source_hashes_match(tmp_path, wr
     write_cell(base, "sig", "pcr", 0, 0.0, 500.0, FOUND, revision="aaa", source="s1")
     write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, FOUND, revision="bbb", source="s1")
     write_cell(variant, "sig", "pcr", 0, 0.0, 500.0, FOUND, revision="bbb", source="s2")
-    assert _paired_line(base, variant).startswith(ONE_OF_TWO_PAIRED)
+    assert _paired_line(script, base, variant).startswith(ONE_OF_TWO_PAIRED)
 
 
-def test_cells_of_one_source_and_thread_count_on_two_instruction_sets_do_not_pair(tmp_path, write_cell):
+def test_cells_of_one_source_and_thread_count_on_two_instruction_sets_do_not_pair(tmp_path, write_cell, script):
     # The same source on one thread gave CIDEr 484.2 on one machine and 505.4 on an AVX2 one
     # (llava badnet captions, pcr, seed 0; docs/results/experiments/machine-check/).
     base, variant = tmp_path / "base", tmp_path / "variant"
@@ -80,10 +68,10 @@ def test_cells_of_one_source_and_thread_count_on_two_instruction_sets_do_not_pai
         write_cell(base, attack, "pcr", 0, 0.0, 500.0, FOUND, source="s1", cpu="AVX2")
     write_cell(variant, "badnet", "pcr", 0, 0.0, 500.0, FOUND, source="s1", cpu="AVX2")
     write_cell(variant, "sig", "pcr", 0, 0.0, 500.0, FOUND, source="s1", cpu="AVX512")
-    assert _paired_line(base, variant).startswith(ONE_OF_TWO_PAIRED)
+    assert _paired_line(script, base, variant).startswith(ONE_OF_TWO_PAIRED)
 
 
-def test_twins_rerun_elsewhere_are_pooled(tmp_path, write_cell):
+def test_twins_rerun_elsewhere_are_pooled(tmp_path, write_cell, script):
     # The undefended and default pcr twins of a variant cell rerun on the variant's machine, in two
     # directories each: the later directory's cell replaces BASE's, and a twin found in any is used.
     base, variant = tmp_path / "base", tmp_path / "variant"
@@ -96,7 +84,6 @@ def test_twins_rerun_elsewhere_are_pooled(tmp_path, write_cell):
     write_cell(defaults[1], "sig", "pcr", 0, 0.0, 300.0, FOUND)  # 100 % of 300
     write_cell(variant, "badnet", "pcr", 0, 0.0, 400.0, FOUND)  # 100 %
     write_cell(variant, "sig", "pcr", 0, 0.0, 270.0, FOUND)  # 90 %
-    script = _script()
     rows = script.compare(base, variant, defaults, reruns)
     assert [(row["key"][3], row["default"]["none_quality"]) for row in rows] == [("badnet", 400.0), ("sig", 300.0)]
     assert [row["default"]["ratio"] for row in rows] == [90.0, 100.0]
