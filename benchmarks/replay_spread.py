@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlshield.config import from_dict
 from vlshield.data.manifest import read_manifest
 from vlshield.defenses.detection import hypergeometric_tail, spread_flags, word_runs
 from vlshield.defenses.pcr import PCRConfig
@@ -66,18 +67,23 @@ def record_samples(path: Path, config: dict, cache: Path) -> list:
     return read_manifest(data / "train.jsonl")
 
 
-def load_record(path: Path, cache: Path) -> tuple[dict, dict, list]:
-    """A pcr run's defense options, its defense summary and its training samples (``read_record``,
-    ``record_samples``)."""
+def recorded_config(config: dict, summary: dict) -> PCRConfig:
+    """The settings a pcr run trained with: its summary's resolved settings, or for a record older than
+    them (all before ``spread_significance`` could be on by default), its options over the defaults."""
+    return from_dict(PCRConfig, summary.get("config", config["run"]["defense_options"]))
+
+
+def load_record(path: Path, cache: Path) -> tuple[PCRConfig, dict, list]:
+    """A pcr run's settings (``recorded_config``), its defense summary and its training samples
+    (``read_record``, ``record_samples``)."""
     config, summary = read_record(path)
-    return config["run"]["defense_options"], summary, record_samples(path, config, cache)
+    return recorded_config(config, summary), summary, record_samples(path, config, cache)
 
 
 def replay(path: Path, changes: dict[str, float], cache: Path, poisoned: bool = False) -> str:
     """'same' or where the spread under ``changes`` first differs from the record of ``path``; with
     ``poisoned``, how many of the samples it spreads to beyond the record are poisoned (an evaluation)."""
-    options, summary, samples = load_record(path, cache)
-    recorded = PCRConfig(**options)
+    recorded, summary, samples = load_record(path, cache)
     other = dataclasses.replace(recorded, **changes)
     responses = [sample.response for sample in samples]
     groups = np.array([sample.task for sample in samples]) if other.spread_within_tasks else None

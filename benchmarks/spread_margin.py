@@ -22,15 +22,16 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from replay_spread import read_record, record_samples, records  # benchmarks/ is on the path when this script runs
+
+# benchmarks/ is on the path when this script runs
+from replay_spread import read_record, record_samples, recorded_config, records
 
 from vlshield.defenses.detection import hypergeometric_tail, word_runs
 from vlshield.defenses.pcr import PCRConfig
 
 
-def margins(options: dict, summary: dict, samples: list) -> list[dict]:
+def margins(config: PCRConfig, summary: dict, samples: list) -> list[dict]:
     """Per epoch end: the most improbable clean, mixed and target runs (-log10 p; 0 if none qualifies)."""
-    config = PCRConfig(**options)
     poisoned = np.array([bool(sample.meta.get("poisoned")) for sample in samples])
     carriers, runs = word_runs([sample.response for sample in samples], config.shared_words)
     held = np.bincount(runs)
@@ -79,9 +80,9 @@ def summarise(args: argparse.Namespace, cache: Path) -> None:
         config, summary = read_record(path)
         if any("outlier_indices" not in record for record in summary["detections"]):
             continue  # recorded before 3236914: its data is not made again for nothing
-        options, samples = config["run"]["defense_options"], record_samples(path, config, cache)
+        samples = record_samples(path, config, cache)
         name = f"{path.parent.parent.name}/{path.name.removesuffix('.json')}"
-        epochs = margins(options, summary, samples)
+        epochs = margins(recorded_config(config, summary), summary, samples)
         line = []
         for kind in ("clean", "mixed"):
             top = max((row[kind] for row in epochs), default=0.0)

@@ -10,6 +10,7 @@ import pytest
 from vlshield.config import to_dict
 from vlshield.data.manifest import read_manifest
 from vlshield.defenses.detection import hypergeometric_tail, word_runs
+from vlshield.defenses.pcr import PCRConfig
 from vlshield.poisoning import PoisonConfig, poison_dataset
 
 
@@ -45,6 +46,11 @@ def test_a_cell_is_replayed_on_its_data_made_again(tmp_path, script):
     # the data was made once, under the cache, byte for byte the cell's
     (made,) = cache.iterdir()
     assert (made / "train.jsonl").read_bytes() == (tmp_path / "data" / "train.jsonl").read_bytes()
+    # A record that holds its resolved settings is read by them, not by its options: had the run trained
+    # with spread_significance 2, it would have spread at epoch 1, so its record differs from that rule.
+    cell["train"]["defense"]["config"] = to_dict(PCRConfig(response_share=0.5, spread_significance=2.0))
+    path.write_text(json.dumps(cell))
+    assert script.replay(path, {}, cache) == "differs at epoch 1: spreads to 4 (recorded 0; 4 more, 0 fewer)"
 
 
 def test_spread_margin_reads_how_improbable_each_kind_of_run_is(tmp_path, benchmark_script):
@@ -66,7 +72,7 @@ def test_spread_margin_reads_how_improbable_each_kind_of_run_is(tmp_path, benchm
         {"epoch": 2, "outlier_indices": holders[:2], "spread_indices": []},
     ]
     module = benchmark_script("spread_margin")
-    first, second = module.margins({"response_share": 0.5}, {"detections": records}, samples)
+    first, second = module.margins(PCRConfig(response_share=0.5), {"detections": records}, samples)
     # 2 of the 6 target carriers among 2 flags of 60: p = C(6, 2) / C(60, 2) = 15 / 1770
     assert abs(first["target"] - math.log10(1770 / 15)) < 1e-9 and first["clean"] == 0.0
     expected = hypergeometric_tail(2, 60, 4, len(holders))

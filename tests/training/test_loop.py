@@ -13,10 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlshield.config import ConfigError
+from vlshield.config import ConfigError, to_dict
 from vlshield.data.sample import DataError
 from vlshield.defenses import build_defense
 from vlshield.defenses.base import Batch, DefenseContext, View
+from vlshield.defenses.pcr import PCRConfig
 from vlshield.models import build_model
 from vlshield.poisoning import PoisonConfig, poison_dataset
 from vlshield.storage import source_sha256
@@ -168,14 +169,17 @@ def test_only_the_controls_are_handed_the_poison_flags(data_dir, tmp_path, monke
 
     monkeypatch.setattr(DefenseContext, "__init__", spy)
     poisoned = [i for i, s in enumerate(load_split(data_dir / "train.jsonl").samples) if s.meta["poisoned"]]
-    flagged = {}
+    flagged, settings = {}, {}
     for name in ("pcr", "oracle", "random_flags"):
         config = RunConfig(
             data=str(data_dir), model="llava:tiny", defense=name, train=TrainConfig(epochs=1, batch_size=8)
         )
         summary = train(config, tmp_path / name, progress=False)
         flagged[name] = (seen["flags"], summary["defense"]["flagged_indices"])
+        settings[name] = summary["defense"].get("config")
     assert flagged["pcr"][0] is None  # the defense itself never receives them
+    # pcr's record holds its resolved settings, defaults included
+    assert settings["pcr"] == to_dict(PCRConfig()) and settings["pcr"]["response_share"] == 0.15
     assert flagged["oracle"][1] == poisoned  # 6 of 48 (rate 0.125), flagged from step 0
     random_flags = flagged["random_flags"][1]
     assert len(random_flags) == len(poisoned) == 6 and random_flags != poisoned

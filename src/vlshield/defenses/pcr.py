@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlshield.config import ConfigError
+from vlshield.config import ConfigError, to_dict
 from vlshield.defenses.augment import PIXEL_OPS, TOKEN_OPS, image_mean
 from vlshield.defenses.base import Batch, DefenseContext, View, ViewOutput
 from vlshield.defenses.detection import (
@@ -364,10 +364,12 @@ class PCRDefense:
         self.tokens = state.get("tokens", np.full(len(self.flagged), np.nan))
 
     def summary(self) -> dict[str, Any]:
-        """What the defense decided, for the run's records (flagged positions, detection history)."""
+        """What the defense decided, for the run's records: its resolved settings (defaults included, so a
+        record stays readable after a default changes), flagged positions, detection history."""
         if self.config.mode != "full":
             return {}
         return {
+            "config": to_dict(self.config),
             "flagged_indices": np.flatnonzero(self.flagged).tolist(),
             "detections": self.history,
             "log_ratio": _rounded(self.log_ratio),
