@@ -67,6 +67,11 @@ def record_samples(path: Path, config: dict, cache: Path) -> list:
     return read_manifest(data / "train.jsonl")
 
 
+def names_indices(summary: dict) -> bool:
+    """Whether every detection of a pcr record names the samples it flagged (records since 3236914)."""
+    return all("outlier_indices" in record for record in summary["detections"])
+
+
 def recorded_config(config: dict, summary: dict) -> PCRConfig:
     """The settings a pcr run trained with: its summary's resolved settings, or for a record older than
     them (all before ``spread_significance`` could be on by default), its options over the defaults."""
@@ -87,7 +92,7 @@ def replay(path: Path, changes: dict[str, float], cache: Path, poisoned: bool = 
     other = dataclasses.replace(recorded, **changes)
     responses = [sample.response for sample in samples]
     groups = np.array([sample.task for sample in samples]) if other.spread_within_tasks else None
-    if any("outlier_indices" not in record for record in summary["detections"]):
+    if not names_indices(summary):
         same_rest = (
             other.shared_words == recorded.shared_words
             and other.run_prevalence == recorded.run_prevalence

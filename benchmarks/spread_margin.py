@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 # benchmarks/ is on the path when this script runs
-from replay_spread import read_record, record_samples, recorded_config, records
+from replay_spread import names_indices, read_record, record_samples, recorded_config, records
 
 from vlshield.defenses.detection import hypergeometric_tail, word_runs
 from vlshield.defenses.pcr import PCRConfig
@@ -78,7 +78,7 @@ def summarise(args: argparse.Namespace, cache: Path) -> None:
     clean_maxima, target_before = [], []
     for path in (record for given in args.paths for record in records(given)):
         config, summary = read_record(path)
-        if any("outlier_indices" not in record for record in summary["detections"]):
+        if not names_indices(summary):
             continue  # recorded before 3236914: its data is not made again for nothing
         samples = record_samples(path, config, cache)
         name = f"{path.parent.parent.name}/{path.name.removesuffix('.json')}"
