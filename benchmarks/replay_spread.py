@@ -72,10 +72,16 @@ def names_indices(summary: dict) -> bool:
     return all("outlier_indices" in record for record in summary["detections"])
 
 
+# Defaults a record without resolved settings trained with, where today's differ.
+EARLIER_DEFAULTS = {"spread_significance": 0.0}
+
+
 def recorded_config(config: dict, summary: dict) -> PCRConfig:
     """The settings a pcr run trained with: its summary's resolved settings, or for a record older than
-    them (all before ``spread_significance`` could be on by default), its options over the defaults."""
-    return from_dict(PCRConfig, summary.get("config", config["run"]["defense_options"]))
+    them (all from before ``spread_significance`` was on by default), its options over those days' defaults."""
+    if "config" in summary:
+        return from_dict(PCRConfig, summary["config"])
+    return from_dict(PCRConfig, {**EARLIER_DEFAULTS, **config["run"]["defense_options"]})
 
 
 def load_record(path: Path, cache: Path) -> tuple[PCRConfig, dict, list]:

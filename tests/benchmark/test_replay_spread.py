@@ -46,6 +46,8 @@ def test_a_cell_is_replayed_on_its_data_made_again(tmp_path, script):
     # the data was made once, under the cache, byte for byte the cell's
     (made,) = cache.iterdir()
     assert (made / "train.jsonl").read_bytes() == (tmp_path / "data" / "train.jsonl").read_bytes()
+    # A record older than the resolved settings is read by its options over the defaults of its days
+    assert script.recorded_config(cell["config"], cell["train"]["defense"]).spread_significance == 0.0
     # A record that holds its resolved settings is read by them, not by its options: had the run trained
     # with spread_significance 2, it would have spread at epoch 1, so its record differs from that rule.
     cell["train"]["defense"]["config"] = to_dict(PCRConfig(response_share=0.5, spread_significance=2.0))

@@ -347,10 +347,10 @@ def test_spread_significance_spreads_a_few_flags_that_all_hold_one_run_of_many_c
     scores = np.array(_bulk(np.random.default_rng(13), len(responses), -0.5))
     found = list(range(3800, 3805)) + list(range(3851, 3864))
     scores[found] = -5.0
-    default = _defense(scores, responses=responses)
-    default._detect(5)
-    assert np.flatnonzero(default.flagged).tolist() == found
-    significant = _defense(scores, responses=responses, spread_significance=12)
+    off = _defense(scores, responses=responses, spread_significance=0)
+    off._detect(5)
+    assert np.flatnonzero(off.flagged).tolist() == found
+    significant = _defense(scores, responses=responses)  # 12, the default
     significant._detect(5)
     assert np.flatnonzero(significant.flagged).tolist() == list(range(3800, 3805)) + list(range(3851, 4051))
     assert significant.history[0]["spread_indices"] == list(range(3864, 4051))

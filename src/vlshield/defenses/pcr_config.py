@@ -96,13 +96,14 @@ class PCRConfig:
         "it moved accuracy -8.0 to +11.0 points against default pcr (mean +0.5) (full).",
     )
     spread_significance: float = field(
-        0.0,
+        12.0,
         help="Also spread along a run so many of whose carriers are flagged (two at least, and run_prevalence of "
         "the flags) that flags falling regardless of words would flag that many with probability at most "
         "10 ** -this (hypergeometric tail): a few flags, all holding one run of many carriers. qwen2_5_vl:tiny "
         "trojvlm VQA seed 2 flagged 13 answers, all poisoned, all holding the target's words (200 carriers): "
-        "6.5 %, under response_share, p = 1e-17; clean runs reached p = 1e-7.8 (5 of 51; docs/results/"
-        "experiments/spread-significance/) (full; 0: off).",
+        "6.5 %, under response_share, p = 1e-17, and the backdoor stayed (92 %; 0.0 % with 12); clean runs "
+        "reached p = 1e-7.8 (5 of 51; docs/results/experiments/spread-significance/) (full; 0: off, the "
+        "default before the cells it could change ran with it).",
     )
     shared_words: int = field(
         4,
