@@ -277,7 +277,7 @@ def test_a_run_spreads_from_fifteen_percent_of_its_carriers():
     default = _defense(scores, responses=responses)
     default._detect(5)
     assert np.flatnonzero(default.flagged).tolist() == list(range(400, 500))
-    old = _defense(scores, responses=responses, response_share=0.2)
+    old = _defense(scores, responses=responses, response_share=0.2, spread_significance=0)  # the rules of then
     old._detect(5)
     assert np.flatnonzero(old.flagged).tolist() == list(range(400, 417))
 
@@ -317,13 +317,20 @@ def test_spread_within_tasks_reads_the_share_in_each_task():
     tasks = ["vqa"] * 397 + ["caption"] * 403
     scores = np.array(_bulk(rng, 800, -0.5))
     scores[list(range(300, 321)) + [700]] = -5.0
-    default = _defense(scores, tasks=tasks, responses=answers + descriptions)
-    default._detect(5)
-    assert np.flatnonzero(default.flagged).tolist() == list(range(300, 321)) + [700]
-    within = _defense(scores, tasks=tasks, responses=answers + descriptions, spread_within_tasks=True)
+    share = _defense(scores, tasks=tasks, responses=answers + descriptions, spread_significance=0)
+    share._detect(5)
+    assert np.flatnonzero(share.flagged).tolist() == list(range(300, 321)) + [700]
+    within = _defense(
+        scores, tasks=tasks, responses=answers + descriptions, spread_within_tasks=True, spread_significance=0
+    )
     within._detect(5)
     # the answers' share spreads the flag to every carrier, the descriptions' included
-    assert np.flatnonzero(within.flagged).tolist() == list(range(300, 397)) + list(range(697, 800))
+    carriers = list(range(300, 397)) + list(range(697, 800))
+    assert np.flatnonzero(within.flagged).tolist() == carriers
+    # so does the default's significance: 22 flags of 800, all among the run's 200 carriers, p < 1e-12
+    default = _defense(scores, tasks=tasks, responses=answers + descriptions)
+    default._detect(5)
+    assert np.flatnonzero(default.flagged).tolist() == carriers
 
 
 def test_hypergeometric_tail_is_the_probability_of_so_many_flagged_carriers_by_chance():
