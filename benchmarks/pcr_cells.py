@@ -3,9 +3,13 @@
     python benchmarks/pcr_cells.py docs/results            # the table of docs/method.md, then the counts
     python benchmarks/pcr_cells.py docs/results --counts   # the counts only
     python benchmarks/pcr_cells.py PCR_DIR NONE_DIR        # cells pooled from several --out directories
+    python benchmarks/pcr_cells.py docs/results --twins DIR [DIR ...]   # undefended twins of the same machine
 
 A pair is a ``pcr`` cell and the ``none`` cell of the same model, task, dataset, attack, rate and
-seed (cells of other defenses are left out). The table gives, per pair, ASR / clean quality of
+seed (cells of other defenses are left out). With ``--twins``, a pcr cell run on another machine than its
+undefended twin is paired instead with an undefended cell of those directories run on its own machine
+(same ``cpu_model`` and ``cpu_capability``), where one is there: the machine's floats move a ratio by up to
+21 points (``docs/results/experiments/spread-significance/rest/``). The table gives, per pair, ASR / clean quality of
 each, pcr's quality as % of the undefended one, and what pcr flagged (precision and recall read
 off the poison flags after the run, which pcr never sees). The counts, per task and rate, take the
 pairs whose undefended backdoor installed (ASR >= the report's ``INSTALLED_ASR``): mean ASR of
@@ -26,25 +30,42 @@ MISS_ASR = 15.0  # the issue's bar for one cell's pcr ASR (%)
 QUALITY_BAR = 98.0  # the issue's bar for pcr's quality, % of the undefended model's
 
 
-def pairs(*results: str | Path) -> list[dict]:
+def pairs(*results: str | Path, twins: tuple[str | Path, ...] = ()) -> list[dict]:
     """(undefended, pcr) pairs of ok cells, ordered by task, model, attack, rate and seed. The cells of
-    several directories are pooled; where two hold a cell of the same name, the later one's is taken."""
-    return pairs_of([record for directory in results for record in load_results(directory)])
+    several directories are pooled; where two hold a cell of the same name, the later one's is taken.
+    ``twins``: directories of undefended cells that pair a pcr cell run on their machine (module docstring)."""
+    records = [record for directory in results for record in load_results(directory)]
+    return pairs_of(records, [record for directory in twins for record in load_results(directory)])
 
 
-def pairs_of(records: list[dict]) -> list[dict]:
+def _key(record: dict) -> tuple:
+    cell = record["cell"]
+    return cell["task"], cell["model"], cell["dataset"], cell["attack"], float(cell["rate"]), cell["seed"]
+
+
+def machine(record: dict) -> tuple | None:
+    """The CPU a cell ran on (model, instruction set), or None where the cell did not record it."""
+    model, capability = record.get("cpu_model"), record.get("cpu_capability")
+    return None if model is None or capability is None else (model, capability)
+
+
+def pairs_of(records: list[dict], twins: list[dict] = ()) -> list[dict]:
     """``pairs`` of cell records already read (``load_results``)."""
     cells = {}
     for record in records:
         if record.get("status") == "ok":
-            cell = record["cell"]
-            key = (cell["task"], cell["model"], cell["dataset"], cell["attack"], float(cell["rate"]), cell["seed"])
-            cells[key, cell["defense"]] = record
+            cells[_key(record), record["cell"]["defense"]] = record
+    local = {}  # (key, machine) -> an undefended cell of that machine
+    for record in twins:
+        if record.get("status") == "ok" and record["cell"]["defense"] == "none" and machine(record) is not None:
+            local[_key(record), machine(record)] = record
     found = []
     for (key, defense), record in cells.items():
         twin = cells.get((key, "none"))
         if defense != "pcr" or twin is None:
             continue
+        if machine(twin) != machine(record):
+            twin = local.get((key, machine(record)), twin)
         (asr, quality), (none_asr, none_quality) = headline(record), headline(twin)
         found.append(
             {
@@ -149,9 +170,16 @@ def main() -> None:
         help="Benchmark --out directories (their cells/*.json), pooled: e.g. pcr cells and their undefended "
         "twins rerun in another directory (a later directory's cell replaces an earlier one's).",
     )
+    parser.add_argument(
+        "--twins",
+        nargs="+",
+        default=(),
+        help="Directories of undefended cells: a pcr cell run on another machine than its undefended twin is "
+        "paired with one of these run on its own machine (cpu_model and cpu_capability), where there is one.",
+    )
     parser.add_argument("--counts", action="store_true", help="Print the counts only, not the table.")
     args = parser.parse_args()
-    found = pairs(*args.results)
+    found = pairs(*args.results, twins=tuple(args.twins))
     if not args.counts:
         print(table(found), end="\n\n")
     print(counts(found))

@@ -87,6 +87,7 @@ def write_cell():
         revision="0123abc",
         source=None,
         cpu=None,
+        cpu_model=None,
     ) -> None:
         cell = {
             "model": "llava:tiny",
@@ -108,6 +109,8 @@ def write_cell():
             record["source_sha256"] = source
         if cpu is not None:
             record["cpu_capability"] = cpu
+        if cpu_model is not None:
+            record["cpu_model"] = cpu_model
         (out / "cells" / f"{name}.json").write_text(json.dumps(record))
 
     return write

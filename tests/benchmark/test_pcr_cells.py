@@ -48,3 +48,17 @@ def test_cells_pooled_from_two_directories_pair_and_the_later_replaces(tmp_path,
     assert (pair["none_quality"], pair["quality"], pair["ratio"]) == (500.0, 450.0, 90.0)
     (pair,) = script.pairs(undefended, defended)  # the other order keeps the 400.0 run
     assert pair["ratio"] == 112.5
+
+
+def test_twins_of_the_pcr_cells_machine_replace_the_undefended_of_another(tmp_path, write_cell, script):
+    found = {"flagged": 100, "poisoned": 100, "precision": 1.0, "recall": 1.0}
+    results, twins = tmp_path / "results", tmp_path / "twins"
+    # badnet: pcr ran on machine B, its undefended twin on an unrecorded machine; blended: both on A
+    write_cell(results, "badnet", "pcr", 0, 0.0, 450.0, found, cpu="AVX2", cpu_model="B")
+    write_cell(results, "badnet", "none", 0, 1.0, 500.0)
+    write_cell(results, "blended", "pcr", 0, 0.0, 450.0, found, cpu="AVX2", cpu_model="A")
+    write_cell(results, "blended", "none", 0, 1.0, 500.0, cpu="AVX2", cpu_model="A")
+    write_cell(twins, "badnet", "none", 0, 1.0, 400.0, cpu="AVX2", cpu_model="B")  # B's: pairs badnet
+    write_cell(twins, "blended", "none", 0, 1.0, 400.0, cpu="AVX2", cpu_model="B")  # not A's: left alone
+    assert [pair["ratio"] for pair in script.pairs(results)] == [90.0, 90.0]  # 450 / 500
+    assert [pair["ratio"] for pair in script.pairs(results, twins=(twins,))] == [112.5, 90.0]  # 450 / 400
