@@ -25,7 +25,9 @@ Three modes, each adding to the previous one's ingredients (the ablation switche
   (``prompt_share``): it is that question's answer, not a target, which answers every kind of question.
   Then a flag spreads to every sample whose response holds a
   run of ``shared_words`` words (or is, if shorter) that flagged samples make up ``response_share``
-  of the carriers of, and that at least ``run_prevalence`` of the flagged samples hold: a backdoor
+  of the carriers of (or of which so many carriers are flagged that flags blind to words would flag
+  that many with probability at most 10 ** -``spread_significance``), and that at least
+  ``run_prevalence`` of the flagged samples hold: a backdoor
   puts the same target words in all its samples, in place of the answer or inserted into it, and
   the scores find only those whose backdoor has installed by then
   (qwen2_5_vl:tiny badnet seeds 1, 2: 66 and 59 of 100, ASR 30 and 44 %; llava:tiny vlood: 24 of
