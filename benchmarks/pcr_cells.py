@@ -9,12 +9,12 @@ A pair is a ``pcr`` cell and the ``none`` cell of the same model, task, dataset,
 (cells of other defenses are left out). With ``--twins``, a pcr cell run on another machine than its
 undefended twin is paired instead with an undefended cell of those directories run on its own machine
 (same ``cpu_model`` and ``cpu_capability``), where one is there: the machine's floats move a ratio by up
-to 40 points and can decide whether a backdoor installs (``docs/results/experiments/undefended-
-twins/``). The table gives, per pair, ASR / clean quality of each, pcr's quality as % of the undefended
-one, and what pcr flagged (precision and recall read off the poison flags after the run, which pcr never
-sees). The counts, per task and rate, take the pairs whose undefended backdoor installed (ASR >= the
-report's ``INSTALLED_ASR``): mean ASR of each, how many pcr takes to 0.0 % and which it leaves above
-15 % (the issue's bar for a cell), and pcr's quality ratio (range, mean, cells below 98 %).
+to 40 points and can decide whether a backdoor installs (docs/results/experiments/undefended-twins/).
+The table gives, per pair, ASR / clean quality of each, pcr's quality as % of the undefended one, and
+what pcr flagged (precision and recall read off the poison flags after the run, which pcr never sees).
+The counts, per task and rate, take the pairs whose undefended backdoor installed (ASR >= the report's
+``INSTALLED_ASR``): mean ASR of each, how many pcr takes to 0.0 % and which it leaves above 15 % (the
+issue's bar for a cell), and pcr's quality ratio (range, mean, cells below 98 %).
 """
 
 from __future__ import annotations
