@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 from vlshield.benchmark.report import INSTALLED_ASR, headline, load_results
@@ -30,7 +31,7 @@ MISS_ASR = 15.0  # the issue's bar for one cell's pcr ASR (%)
 QUALITY_BAR = 98.0  # the issue's bar for pcr's quality, % of the undefended model's
 
 
-def pairs(*results: str | Path, twins: tuple[str | Path, ...] = ()) -> list[dict]:
+def pairs(*results: str | Path, twins: Sequence[str | Path] = ()) -> list[dict]:
     """(undefended, pcr) pairs of ok cells, ordered by task, model, attack, rate and seed. The cells of
     several directories are pooled; where two hold a cell of the same name, the later one's is taken.
     ``twins``: directories of undefended cells that pair a pcr cell run on their machine (module docstring)."""
@@ -49,7 +50,7 @@ def machine(record: dict) -> tuple | None:
     return None if model is None or capability is None else (model, capability)
 
 
-def pairs_of(records: list[dict], twins: list[dict] = ()) -> list[dict]:
+def pairs_of(records: Sequence[dict], twins: Sequence[dict] = ()) -> list[dict]:
     """``pairs`` of cell records already read (``load_results``)."""
     cells = {}
     for record in records:
@@ -179,7 +180,7 @@ def main() -> None:
     )
     parser.add_argument("--counts", action="store_true", help="Print the counts only, not the table.")
     args = parser.parse_args()
-    found = pairs(*args.results, twins=tuple(args.twins))
+    found = pairs(*args.results, twins=args.twins)
     if not args.counts:
         print(table(found), end="\n\n")
     print(counts(found))
